@@ -1,0 +1,1 @@
+"""Small shared helpers at the lowest floor: checkpoint folder layout, distributed contexts."""
