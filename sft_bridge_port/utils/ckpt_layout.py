@@ -107,7 +107,7 @@ def resolve_checkpoint(path: str | os.PathLike, step: int | None = None) -> tupl
         raise CheckpointNotFoundError(f"checkpoint path {p} does not exist")
     m = _ITER_RE.match(p.name)
     if m and p.is_dir():
-        return p, int(m.group(1))
+        return _check_complete(p), int(m.group(1))
     if step is None:
         step = read_tracker(p)
         if step is None:
@@ -126,11 +126,15 @@ def resolve_checkpoint(path: str | os.PathLike, step: int | None = None) -> tupl
             f"{[iter_dir_name(s) for s in list_iterations(p)]}). The last save was probably interrupted; "
             f"write one of the present steps into {TRACKER_FILE}."
         )
+    return _check_complete(it), step
+
+
+def _check_complete(it: Path) -> Path:
     if not (it / ".metadata").exists() and not (it / "metadata.json").exists():
         raise CheckpointNotFoundError(
             f"{it} is incomplete: no dist_checkpointing metadata (.metadata / metadata.json) inside."
         )
-    return it, step
+    return it
 
 
 @contextlib.contextmanager
