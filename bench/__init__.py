@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run on a GPU machine, print one JSON line per measured system."""

@@ -1,0 +1,306 @@
+"""Core attention through PyTorch's fused kernels: no Transformer Engine, no apex, no S×S score tensor.
+
+megatron-core's local ``DotProductAttention`` materialises the ``[b, h, s, s]`` scores (its fused softmax needs
+apex) and refuses packed THD batches. ``SDPAttention`` is a drop-in ``core_attention`` module for megatron-core's
+``SelfAttention`` that calls:
+
+- padded / unpacked batches (mcore "sbhd" layout, ``query [s, b, h, d]``):
+  ``F.scaled_dot_product_attention(is_causal=True, enable_gqa=True)`` (flash / memory-efficient kernels);
+- packed batches (``PackedSeqParams(qkv_format="thd")``, ``query [t, h, d]``, documents delimited by
+  ``cu_seqlens``): on CUDA with bf16/fp16, ``torch.nn.attention.varlen.varlen_attn`` with causal
+  ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal SDPA call per document. Either way a token only
+  attends to earlier tokens of its own document.
+
+Example (packing two documents of lengths 3 and 2; ``cu_seqlens = [0, 3, 5]``)::
+
+    token    a0 a1 a2 b0 b1
+    b1 sees           b0 b1      (never a0..a2)
+
+Sliding-window attention (Mistral v0.1) follows ``config.window_size = (left, 0)``: token ``i`` sees keys
+``i - left .. i``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from sft_bridge_port.models.rope import RotaryTable, apply_rotary, packed_positions
+
+_CACHE_ATTR = "_sbp_thd_cache"
+_ROPE_ATTR = "_sbp_rope_cache"
+_MAXLEN_ATTR = "_sbp_thd_max_len"
+
+
+@functools.lru_cache(maxsize=1)
+def _varlen_kwargs() -> frozenset[str] | None:
+    """Keyword names ``varlen_attn`` accepts in this torch build, or None when torch lacks it."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+def _window_left(config: TransformerConfig, seq_len: int) -> int | None:
+    """Left window size when sliding-window attention actually restricts a sequence of ``seq_len`` tokens."""
+    window = getattr(config, "window_size", None)
+    if window is None:
+        return None
+    left, right = window
+    if right not in (0, -1):
+        raise ValueError(f"config.window_size={window}: only causal windows (left, 0) are supported")
+    if left is None or left < 0 or left + 1 >= seq_len:
+        return None
+    return int(left)
+
+
+def _band_mask(seq_len: int, left: int, device: torch.device) -> torch.Tensor:
+    """Boolean [s, s] mask, True = may attend: causal and at most ``left`` tokens back."""
+    idx = torch.arange(seq_len, device=device)
+    dist = idx[:, None] - idx[None, :]  # [s, s] query index minus key index
+    return (dist >= 0) & (dist <= left)
+
+
+def _thd_cu(psp: PackedSeqParams, device: torch.device) -> torch.Tensor:
+    """Document boundaries (int32, on ``device``) of a packed batch: the padded ones when given.
+
+    Padding tokens (``pad_seq_to_mult``) sit at the end of their document, after every real token, so causal
+    attention over padded boundaries is exact for real tokens.
+    """
+    cu = psp.cu_seqlens_q_padded if psp.cu_seqlens_q_padded is not None else psp.cu_seqlens_q
+    if cu is None:
+        raise ValueError("PackedSeqParams(qkv_format='thd') needs cu_seqlens_q (cumulative document lengths)")
+    return cu.reshape(-1).to(device=device, dtype=torch.int32, non_blocking=True)
+
+
+def _thd_max_len(psp: PackedSeqParams, cu: torch.Tensor) -> int:
+    """Longest document: ``max_seqlen_q`` when it describes ``cu`` (no padded boundaries), else one host sync
+    per ``PackedSeqParams`` object (cached, so the L layers of one forward pay it once)."""
+    if psp.cu_seqlens_q_padded is None and psp.max_seqlen_q is not None:
+        return int(psp.max_seqlen_q)
+    cached = getattr(psp, _MAXLEN_ATTR, None)
+    if cached is None:
+        cached = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+        setattr(psp, _MAXLEN_ATTR, cached)
+    return cached
+
+
+def _bucket(max_len: int, total: int, multiple: int = 256) -> int:
+    """``max_len`` rounded up to a multiple of ``multiple`` (at most ``total``): an upper bound is all the varlen
+    kernel needs, and few distinct values keep kernel plans / launch shapes reused across batches.
+
+    >>> _bucket(300, 4096), _bucket(4000, 4096), _bucket(10, 64)
+    (512, 4096, 64)
+    """
+    return max(max_len, min(total, -(-max_len // multiple) * multiple))
+
+
+def _thd_boundaries(psp: PackedSeqParams, device: torch.device) -> tuple[torch.Tensor, list[int], int]:
+    """(cu_seqlens int32 on ``device``, per-document lengths, longest length), cached on ``psp``.
+
+    Only the reference per-document path needs the lengths on the host (one sync per forward).
+    """
+    cached = getattr(psp, _CACHE_ATTR, None)
+    if cached is not None and cached[0].device == device:
+        return cached
+    cu = _thd_cu(psp, device)
+    lengths = (cu[1:] - cu[:-1]).tolist()
+    if any(n < 0 for n in lengths):
+        raise ValueError(
+            f"PackedSeqParams.cu_seqlens_q must be non-decreasing, got {cu.tolist()}; trim the -1 padding "
+            "(cu_seqlens[: cu_seqlens_argmin]) before building PackedSeqParams"
+        )
+    result = (cu, lengths, max(lengths, default=0))
+    setattr(psp, _CACHE_ATTR, result)
+    return result
+
+
+def _packed_cos_sin(
+    psp: PackedSeqParams, table: RotaryTable, query: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin ``[t, 1, rot]`` of every packed token's in-document position, computed once per batch."""
+    cached = getattr(psp, _ROPE_ATTR, None)
+    key = (id(table), query.device, query.dtype, query.shape[0])
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    positions = packed_positions(_thd_cu(psp, query.device), query.shape[0])
+    cos, sin = table.cos_sin(positions, query.dtype)
+    cos, sin = cos[:, None], sin[:, None]
+    setattr(psp, _ROPE_ATTR, (key, cos, sin))
+    return cos, sin
+
+
+class SDPAttention(MegatronModule):
+    """Causal self-attention core for megatron-core's ``SelfAttention`` built on PyTorch kernels.
+
+    Constructed by megatron-core with the same arguments as its ``DotProductAttention``; query, key and value
+    arrive after RoPE (THD RoPE restarts at position 0 in each document, megatron-core does that from
+    ``cu_seqlens``). Head counts come from the tensors, so tensor parallelism (heads split across ranks) and
+    GQA need no extra bookkeeping.
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        layer_number: int,
+        attn_mask_type: AttnMaskType,
+        attention_type: str = "self",
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection: Any = None,
+        **unused: Any,
+    ) -> None:
+        super().__init__(config=config)
+        if config.context_parallel_size != 1:
+            raise ValueError(
+                "context_parallel_size > 1 needs Transformer Engine's attention; SDPAttention supports CP=1 only"
+            )
+        if attn_mask_type not in (AttnMaskType.causal, AttnMaskType.padding_causal):
+            raise ValueError(f"SDPAttention implements causal attention only, got attn_mask_type={attn_mask_type}")
+        self.layer_number = layer_number
+        head_dim = config.kv_channels
+        self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
+        self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
+        # Set by GPTModelProvider.provide(): RoPE is then applied here (megatron-core's own RoPE is off).
+        self.rotary: RotaryTable | None = None
+
+    def _dropout(self) -> float:
+        return self.dropout_p if self.training else 0.0
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attn_mask_type: AttnMaskType | None = None,
+        attention_bias: torch.Tensor | None = None,
+        packed_seq_params: PackedSeqParams | None = None,
+        **unused: Any,
+    ) -> torch.Tensor:
+        """Attention output: ``[s, b, h*d]`` for sbhd inputs, ``[t, h*d]`` for THD inputs."""
+        if attention_bias is not None:
+            raise ValueError("SDPAttention does not support attention_bias (ALiBi-style biases)")
+        thd = packed_seq_params is not None and packed_seq_params.qkv_format == "thd"
+        if self.rotary is not None:
+            query, key = self._rope(query, key, packed_seq_params if thd else None)
+        if thd:
+            return self._forward_thd(query, key, value, packed_seq_params)
+        return self._forward_sbhd(query, key, value, attention_mask)
+
+    def _rope(
+        self, query: torch.Tensor, key: torch.Tensor, psp: PackedSeqParams | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE on query and key: per-document positions for THD, ``0..s-1`` for ``[s, b, h, d]``."""
+        if psp is not None:
+            cos, sin = _packed_cos_sin(psp, self.rotary, query)
+        else:
+            cos, sin = self.rotary.for_length(query.shape[0], query.device, query.dtype)
+            cos, sin = cos[:, None, None], sin[:, None, None]
+        return apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+
+    def _forward_sbhd(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        seq_len, batch = query.shape[0], query.shape[1]
+        # [s, b, h, d] -> [b, h, s, d]
+        q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))
+        mask = None
+        if attention_mask is not None:
+            # megatron convention: True = masked out, [b or 1, 1, s, s]; SDPA wants True = attend.
+            mask = ~attention_mask.to(torch.bool)
+        left = _window_left(self.config, seq_len)
+        if left is not None:
+            band = _band_mask(seq_len, left, query.device)
+            mask = band if mask is None else mask & band
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self._dropout(),
+            is_causal=mask is None,
+            scale=self.softmax_scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
+        # [b, h, s, d] -> [s, b, h*d]
+        return out.permute(2, 0, 1, 3).reshape(seq_len, batch, -1)
+
+    def _forward_thd(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, psp: PackedSeqParams
+    ) -> torch.Tensor:
+        if self._use_varlen(query):
+            cu = _thd_cu(psp, query.device)  # no copy when already int32 on this device
+            max_len = _thd_max_len(psp, cu)
+            left = _window_left(self.config, max_len)
+            max_len = _bucket(max_len, query.shape[0])
+            from torch.nn.attention.varlen import varlen_attn
+
+            names, kwargs = _varlen_kwargs(), {}
+            if "scale" in names:  # torch 2.11 has no scale argument: _use_varlen checked it is the default
+                kwargs["scale"] = self.softmax_scale
+            if "enable_gqa" in names:
+                kwargs["enable_gqa"] = query.shape[1] != key.shape[1]
+            if "window_size" in names:
+                kwargs["window_size"] = (-1, 0) if left is None else (left, 0)
+            else:  # torch 2.10: causal flag, no sliding window (_use_varlen checked)
+                kwargs["is_causal"] = True
+            out = varlen_attn(query, key, value, cu, cu, max_len, max_len, **kwargs)
+        else:
+            _, lengths, max_len = _thd_boundaries(psp, query.device)
+            out = self._per_document(query, key, value, lengths, _window_left(self.config, max_len))
+        return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]
+
+    def _use_varlen(self, query: torch.Tensor) -> bool:
+        """Fused varlen kernel when torch has it and can express this layer's scale and window."""
+        kwargs = _varlen_kwargs()
+        if kwargs is None:
+            return False
+        default_scale = math.isclose(self.softmax_scale, 1.0 / math.sqrt(query.shape[-1]), rel_tol=1e-6)
+        return (
+            ("scale" in kwargs or default_scale)
+            and ("window_size" in kwargs or getattr(self.config, "window_size", None) is None)
+            and query.is_cuda
+            and query.dtype in (torch.bfloat16, torch.float16)
+            and self._dropout() == 0.0
+        )
+
+    def _per_document(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int], left: int | None
+    ) -> torch.Tensor:
+        """Reference path (CPU, fp32, dropout): one causal SDPA call per document."""
+        total = sum(lengths)
+        if total != query.shape[0]:
+            raise ValueError(f"cu_seqlens cover {total} tokens but the packed batch holds {query.shape[0]}")
+        outs = []
+        for q, k, v in zip(*(x.split(lengths) for x in (query, key, value))):
+            n = q.shape[0]
+            if n == 0:
+                continue
+            # [n, h, d] -> [1, h, n, d]
+            q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+            doc_left = _window_left(self.config, n) if left is not None else None
+            mask = _band_mask(n, doc_left, query.device) if doc_left is not None else None
+            o = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self._dropout(),
+                is_causal=mask is None,
+                scale=self.softmax_scale,
+                enable_gqa=q.shape[1] != k.shape[1],
+            )
+            outs.append(o.squeeze(0).transpose(0, 1))  # [n, h, d]
+        return torch.cat(outs, dim=0)
