@@ -65,7 +65,10 @@ def tiny_llama_sft(hf_path: Optional[str] = None) -> ConfigContainer:
 
 
 def tiny_llama_peft(peft_scheme: Any = "lora", hf_path: Optional[str] = None) -> ConfigContainer:
-    """LoRA (dim 8, alpha 16) of the tiny Llama on the demo chat data, on a CPU in seconds."""
+    """LoRA (dim 8, alpha 16) of the tiny Llama on the demo chat data, on a CPU in seconds.
+
+    Like every PEFT recipe it needs ``checkpoint.pretrained_checkpoint`` (the base weights; an HF folder works).
+    """
     return _tiny(hf_path, peft_scheme)
 
 

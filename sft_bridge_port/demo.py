@@ -126,11 +126,14 @@ def _demo_output() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
-def run_demo(out: Path, steps: int) -> dict[str, Any]:
-    """Run the six stages into ``out`` and return the summary (also written to ``out/summary.json``)."""
+def run_demo(out: Path, steps: int, started: Optional[float] = None) -> dict[str, Any]:
+    """Run the six stages into ``out`` and return the summary (also written to ``out/summary.json``).
+
+    ``started`` is the ``time.perf_counter()`` the wall time counts from (default: now).
+    """
+    t_start = time.perf_counter() if started is None else started
     from sft_bridge_port import demo_stages as st
 
-    t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     removed = st.clear_previous(out, OUTPUT_DIRS)
     if removed:
@@ -195,11 +198,12 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``sft-bridge-port demo``; returns the exit code."""
+    started = time.perf_counter()
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out).resolve()
     with _demo_output():
-        summary = run_demo(out, args.steps)
+        summary = run_demo(out, args.steps, started)
     print_summary(summary, out)
     return 0

@@ -18,6 +18,11 @@ Example (packing two documents of lengths 3 and 2; ``cu_seqlens = [0, 3, 5]``)::
 
 Sliding-window attention (Mistral v0.1) follows ``config.window_size = (left, 0)``: token ``i`` sees keys
 ``i - left .. i``.
+
+Context parallelism (``context_parallel_size = P > 1``): each rank holds chunks ``r`` and ``2P-1-r`` of every
+document (see :mod:`sft_bridge_port.models.context_parallel`); K and V are all-gathered over the CP group and each
+local query chunk attends to its document's key prefix, so the result equals P = 1. Unpacked rows are handled as
+one document each.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from sft_bridge_port.models.context_parallel import (
+    LAYOUT_ATTR,
+    CPLayout,
+    build_layout,
+    chunked_attention,
+    cp_group_of,
+    expand_keys,
+    gather_first_dim,
+)
 from sft_bridge_port.models.rope import RotaryTable, apply_rotary, packed_positions
 
 _CACHE_ATTR = "_sbp_thd_cache"
@@ -140,6 +154,32 @@ def _packed_cos_sin(
     return cos, sin
 
 
+def _thd_cp_layout(psp: PackedSeqParams, cp_size: int, rank: int, device: torch.device) -> CPLayout:
+    """The CP layout of a packed batch from its global padded boundaries; one host sync per batch (cached)."""
+    cached = getattr(psp, LAYOUT_ATTR, None)
+    if cached is not None and cached[0] == (cp_size, rank, device):
+        return cached[1]
+    bounds = _thd_cu(psp, device).tolist()
+    layout = build_layout([b - a for a, b in zip(bounds[:-1], bounds[1:])], cp_size, rank, device)
+    setattr(psp, LAYOUT_ATTR, ((cp_size, rank, device), layout))
+    return layout
+
+
+@functools.lru_cache(maxsize=8)
+def _row_cp_layout(rows: int, seq_len: int, cp_size: int, rank: int, device: torch.device) -> CPLayout:
+    """The CP layout of ``rows`` unpacked rows of ``seq_len`` global tokens (megatron's bshd CP split)."""
+    return build_layout([seq_len] * rows, cp_size, rank, device)
+
+
+def _cp_cos_sin(layout: CPLayout, table: RotaryTable, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin ``[t, 1, rot]`` at the global positions of this rank's tokens, shared by every layer."""
+    key = ("rope", id(table), dtype)
+    if key not in layout.cache:
+        cos, sin = table.cos_sin(layout.positions, dtype)
+        layout.cache[key] = (cos[:, None], sin[:, None])
+    return layout.cache[key]
+
+
 class SDPAttention(MegatronModule):
     """Causal self-attention core for megatron-core's ``SelfAttention`` built on PyTorch kernels.
 
@@ -162,10 +202,6 @@ class SDPAttention(MegatronModule):
         **unused: Any,
     ) -> None:
         super().__init__(config=config)
-        if config.context_parallel_size != 1:
-            raise ValueError(
-                "context_parallel_size > 1 needs Transformer Engine's attention; SDPAttention supports CP=1 only"
-            )
         if attn_mask_type not in (AttnMaskType.causal, AttnMaskType.padding_causal):
             raise ValueError(f"SDPAttention implements causal attention only, got attn_mask_type={attn_mask_type}")
         self.layer_number = layer_number
@@ -174,6 +210,8 @@ class SDPAttention(MegatronModule):
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
         # Set by GPTModelProvider.provide(): RoPE is then applied here (megatron-core's own RoPE is off).
         self.rotary: RotaryTable | None = None
+        self.cp_size = int(config.context_parallel_size or 1)
+        self._pg_collection = pg_collection  # its .cp group (megatron's global CP group when absent)
 
     def _dropout(self) -> float:
         return self.dropout_p if self.training else 0.0
@@ -193,6 +231,8 @@ class SDPAttention(MegatronModule):
         if attention_bias is not None:
             raise ValueError("SDPAttention does not support attention_bias (ALiBi-style biases)")
         thd = packed_seq_params is not None and packed_seq_params.qkv_format == "thd"
+        if self.cp_size > 1:
+            return self._forward_cp(query, key, value, attention_mask, packed_seq_params if thd else None)
         if self.rotary is not None:
             query, key = self._rope(query, key, packed_seq_params if thd else None)
         if thd:
@@ -245,22 +285,79 @@ class SDPAttention(MegatronModule):
             max_len = _thd_max_len(psp, cu)
             left = _window_left(self.config, max_len)
             max_len = _bucket(max_len, query.shape[0])
-            from torch.nn.attention.varlen import varlen_attn
-
-            names, kwargs = _varlen_kwargs(), {}
-            if "scale" in names:  # torch 2.11 has no scale argument: _use_varlen checked it is the default
-                kwargs["scale"] = self.softmax_scale
-            if "enable_gqa" in names:
-                kwargs["enable_gqa"] = query.shape[1] != key.shape[1]
-            if "window_size" in names:
-                kwargs["window_size"] = (-1, 0) if left is None else (left, 0)
-            else:  # torch 2.10: causal flag, no sliding window (_use_varlen checked)
-                kwargs["is_causal"] = True
-            out = varlen_attn(query, key, value, cu, cu, max_len, max_len, **kwargs)
+            out = self._varlen(query, key, value, (cu, cu), (max_len, max_len), left)
         else:
             _, lengths, max_len = _thd_boundaries(psp, query.device)
             out = self._per_document(query, key, value, lengths, _window_left(self.config, max_len))
         return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]
+
+    def _varlen(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        cu: tuple[torch.Tensor, torch.Tensor],
+        max_len: tuple[int, int],
+        left: int | None,
+    ) -> torch.Tensor:
+        """``varlen_attn`` with causal masking aligned to the end of each key sequence (flash-attention's
+        convention: with fewer queries than keys, query ``i`` of a sequence sits at key position ``k - q + i``)."""
+        from torch.nn.attention.varlen import varlen_attn
+
+        names, kwargs = _varlen_kwargs(), {}
+        if "scale" in names:  # torch 2.11 has no scale argument: _use_varlen checked it is the default
+            kwargs["scale"] = self.softmax_scale
+        if "enable_gqa" in names:
+            kwargs["enable_gqa"] = query.shape[1] != key.shape[1]
+        if "window_size" in names:
+            kwargs["window_size"] = (-1, 0) if left is None else (left, 0)
+        else:  # torch 2.10: causal flag, no sliding window (_use_varlen checked)
+            kwargs["is_causal"] = True
+        return varlen_attn(query, key, value, cu[0], cu[1], max_len[0], max_len[1], **kwargs)
+
+    def _forward_cp(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        psp: PackedSeqParams | None,
+    ) -> torch.Tensor:
+        """Context-parallel attention: ``[t, h*d]`` for THD inputs, ``[s, b, h*d]`` for sbhd inputs."""
+        if attention_mask is not None:
+            raise ValueError(
+                "context_parallel_size > 1 supports causal attention only; the batch carries an explicit "
+                "attention_mask (drop it: batches are causal by default)"
+            )
+        group = cp_group_of(self._pg_collection)
+        rank = torch.distributed.get_rank(group)
+        if psp is not None:
+            layout = _thd_cp_layout(psp, self.cp_size, rank, query.device)
+        else:  # [s_local, b, h, d] -> [b * s_local, h, d]: each row is one document of s_local * P tokens
+            seq_local, rows = query.shape[0], query.shape[1]
+            layout = _row_cp_layout(rows, seq_local * self.cp_size, self.cp_size, rank, query.device)
+            query, key, value = (x.transpose(0, 1).reshape(rows * seq_local, *x.shape[2:]) for x in (query, key, value))
+        if query.shape[0] != layout.local_tokens:
+            raise ValueError(
+                f"context parallel rank {rank} holds {query.shape[0]} tokens but the batch's cu_seqlens give it "
+                f"{layout.local_tokens}; the batch must be split with sft_bridge_port.models.context_parallel "
+                "(the training engine's get_batch does it) and PackedSeqParams must keep the global cu_seqlens"
+            )
+        if self.rotary is not None:
+            cos, sin = _cp_cos_sin(layout, self.rotary, query.dtype)
+            query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        keys, values = expand_keys(gather_first_dim(torch.stack((key, value), dim=1), group), layout)
+        left = _window_left(self.config, 2 * self.cp_size * layout.max_q)
+        if self._use_varlen(query):
+            max_len = (_bucket(layout.max_q, query.shape[0]), _bucket(layout.max_k, keys.shape[0]))
+            out = self._varlen(query, keys.contiguous(), values.contiguous(), (layout.cu_q, layout.cu_k), max_len, left)
+        else:
+            out = chunked_attention(
+                query, keys, values, layout, scale=self.softmax_scale, left=left, dropout_p=self._dropout()
+            )
+        if psp is not None:
+            return out.reshape(out.shape[0], -1)
+        return out.reshape(rows, seq_local, -1).transpose(0, 1)  # [b * s_local, h, d] -> [s_local, b, h*d]
 
     def _use_varlen(self, query: torch.Tensor) -> bool:
         """Fused varlen kernel when torch has it and can express this layer's scale and window."""

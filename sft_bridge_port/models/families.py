@@ -48,6 +48,9 @@ COMMON_PROVIDER: dict[str, Any] = {
     "position_embedding_type": "rope",
     "add_bias_linear": False,
     "hidden_dropout": 0.0,
+    # megatron's TransformerConfig defaults to 0.1; the HF families train without attention dropout, and a
+    # missing "attention_dropout" key in config.json means 0.0 there.
+    "attention_dropout": 0.0,
     "should_pad_vocab": True,
     "make_vocab_size_divisible_by": 128,
 }

@@ -32,7 +32,9 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from sft_bridge_port.models.attention import SDPAttention
+from sft_bridge_port.models.fused_ops import install_grad_accum_fusion
 from sft_bridge_port.models.layer_spec import fast_block_spec
+from sft_bridge_port.models.linear_ce import ChunkedLossGPTModel
 from sft_bridge_port.models.rope import RotaryTable, base_inv_freq, llama3_scaled_inv_freq
 
 ModelHook = Callable[[list[torch.nn.Module]], list[torch.nn.Module]]
@@ -70,6 +72,9 @@ class GPTModelProvider(TransformerConfig):
     rope_scaling_high_freq_factor: float = 4.0
     rope_scaling_original_max_position_embeddings: int = 8192
     hf_architecture: str | None = None
+    # --- ours: fusion switches (see models/linear_ce.py and models/fused_ops.py) ---
+    linear_ce_chunk_tokens: int = 0
+    """> 0: compute LM head + loss in chunks of this many tokens (no [tokens, vocab] logits); 0: megatron's path."""
 
     def __post_init__(self) -> None:
         """Deferred: megatron-core validates eagerly, Bridge validates in ``finalize()`` (see module doc)."""
@@ -83,6 +88,8 @@ class GPTModelProvider(TransformerConfig):
                 f"vocab_size {self.vocab_size} is not divisible by tensor_model_parallel_size "
                 f"{self.tensor_model_parallel_size}; set should_pad_vocab=True"
             )
+        if self.linear_ce_chunk_tokens < 0:
+            raise ValueError(f"linear_ce_chunk_tokens must be >= 0 (0 = off), got {self.linear_ce_chunk_tokens}")
         if self.pipeline_model_parallel_size > 1 and self.pipeline_dtype is None:
             # Activations cross stages in the parameters' dtype (Megatron-LM's default); only mixed-precision
             # configs set pipeline_dtype, so an fp32 run with PP > 1 would otherwise be refused by megatron-core.
@@ -113,11 +120,13 @@ class GPTModelProvider(TransformerConfig):
     ) -> GPTModel:
         """Build one (unwrapped) ``GPTModel`` for this pipeline stage / virtual stage."""
         self.finalize()
+        self._install_fusion_kernels()
         if pre_process is None:
             pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
         if post_process is None:
             post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
-        model = GPTModel(
+        model_cls = ChunkedLossGPTModel if self.linear_ce_chunk_tokens else GPTModel
+        model = model_cls(
             config=self,
             transformer_layer_spec=self._resolve_layer_spec(vp_stage),
             vocab_size=self.padded_vocab_size(),
@@ -139,6 +148,17 @@ class GPTModelProvider(TransformerConfig):
         self._set_exact_rope(model)
         self._move_rope_into_attention(model)
         return model
+
+    def _install_fusion_kernels(self) -> None:
+        """``gradient_accumulation_fusion`` without apex: our torch GEMM stands in for apex's (models/fused_ops.py)."""
+        if not self.gradient_accumulation_fusion:
+            return
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "gradient_accumulation_fusion=True needs a CUDA device (megatron-core's fused weight-gradient path "
+                "allocates on the GPU); set provider.gradient_accumulation_fusion = False on CPU"
+            )
+        install_grad_accum_fusion()
 
     def _move_rope_into_attention(self, model: GPTModel) -> None:
         """Let :class:`SDPAttention` apply RoPE (one vectorised pass per layer, cos/sin shared per batch).

@@ -173,6 +173,55 @@ def get_packed_seq_params(batch: Mapping[str, Any]):
     return PackedSeqParams(**kwargs)
 
 
+def context_parallel_slice(
+    batch: Mapping[str, Any], cp_size: int | None = None, cp_rank: int | None = None
+) -> dict[str, Any]:
+    """This context-parallel rank's share of a micro-batch (``tokens/labels/loss_mask/position_ids``).
+
+    Every document is cut into ``2·CP`` equal chunks and rank ``r`` keeps chunks ``r`` and ``2·CP-1-r``
+    (balanced causal work; :mod:`sft_bridge_port.models.context_parallel`). Packed batches: documents are the
+    padded ``cu_seqlens`` segments, which therefore must be multiples of ``2·CP`` (``pad_seq_to_mult = 2·CP``);
+    ``cu_seqlens`` and the other packing keys stay global, as attention expects. Unpacked batches: each row is one
+    document (the split of megatron-core's ``get_batch_on_this_cp_rank``). Call it on the batch as the data iterator yields it
+    (before moving it to the device); ``cp_size/cp_rank`` default to megatron's parallel state.
+
+    Example (CP=2, rank 0, one row with ``cu_seqlens=[0, 8, 12]``): token indices ``[0, 1, 6, 7, 8, 11]``.
+    """
+    from megatron.core import parallel_state
+
+    if cp_size is None:
+        cp_size = parallel_state.get_context_parallel_world_size()
+    if not cp_size or cp_size <= 1:
+        return dict(batch)
+    cp_rank = parallel_state.get_context_parallel_rank() if cp_rank is None else cp_rank
+    seq = batch["tokens"].shape[1]
+    if batch.get("cu_seqlens") is not None:
+        from sft_bridge_port.models.context_parallel import partition_packed_batch
+
+        cu = batch["cu_seqlens"]
+        if cu.dim() == 2 and cu.shape[0] != 1:
+            raise ValueError(
+                f"packed batches must hold one pack per micro-batch (cu_seqlens has {cu.shape[0]} rows); "
+                f"set train.micro_batch_size=1 for packed sequences"
+            )
+        padded = _trim(cu, batch.get("cu_seqlens_argmin")).cpu()
+        return partition_packed_batch(batch, padded, cp_size, cp_rank)
+    if seq % (2 * cp_size):
+        raise ValueError(
+            f"context_parallel_size={cp_size} needs sequences padded to a multiple of {2 * cp_size}, got {seq} "
+            f"tokens; set dataset.pad_to_max_length=True with seq_length divisible by {2 * cp_size}"
+        )
+    from sft_bridge_port.models.context_parallel import SLICED_KEYS, local_token_index
+
+    index = local_token_index([seq], cp_size, cp_rank)
+    out = dict(batch)
+    for key in (*SLICED_KEYS, "attention_mask"):
+        value = batch.get(key)
+        if value is not None:  # attention_mask [b, 1, s, s]: keep this rank's query rows
+            out[key] = value.index_select(2 if key == "attention_mask" else 1, index.to(value.device))
+    return out
+
+
 def real_lengths(batch: Mapping[str, Any]) -> list[int]:
     """Real (non-padding) sub-sequence lengths of a CPU batch, for FLOP accounting; never syncs a device.
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from sft_bridge_port.training.batch import (
+    context_parallel_slice,
     current_device,
     get_packed_seq_params,
     real_lengths,
@@ -36,21 +37,6 @@ def stage_roles(model: torch.nn.Module) -> tuple[bool, bool]:
         return True, True
 
 
-def _context_parallel_slice(batch: dict[str, Any]) -> dict[str, Any]:
-    from megatron.core import parallel_state
-    from megatron.core.utils import get_batch_on_this_cp_rank
-
-    if parallel_state.get_context_parallel_world_size() <= 1:
-        return batch
-    if batch.get("cu_seqlens") is not None:
-        raise ValueError(
-            "packed sequences with model.context_parallel_size > 1 need Transformer Engine's THD partitioning, "
-            "which this build does not provide; use context_parallel_size=1 or unpacked data"
-        )
-    sliced = get_batch_on_this_cp_rank({k: batch[k] for k in ("tokens", "labels", "loss_mask", "position_ids", "attention_mask")})
-    return {**batch, **sliced}
-
-
 def get_batch_from_iterator(
     data_iterator: Iterator[dict[str, Any]], is_first: bool = True, is_last: bool = True, state: Any = None
 ) -> dict[str, Any]:
@@ -65,8 +51,8 @@ def get_batch_from_iterator(
     validate_batch(batch)
     if state is not None and getattr(state, "flops", None) is not None:
         state.flops.add(real_lengths(batch))
-    batch = select_for_stage(batch, is_first=is_first, is_last=is_last, device=current_device())
-    return _context_parallel_slice(batch)
+    batch = context_parallel_slice(batch)  # on the host, before the copy: each CP rank moves only its share
+    return select_for_stage(batch, is_first=is_first, is_last=is_last, device=current_device())
 
 
 def get_batch(data_iterator: Iterator[dict[str, Any]], cfg: Any = None, use_mtp: bool = False, *, model=None):

@@ -74,14 +74,10 @@ spike_monitor = LossSpikeMonitor()
 
 def _check_finite(loss: torch.Tensor) -> None:
     # One host sync per micro-batch when enabled, as in Bridge (its rerun state machine does the same test).
-    if torch.isnan(loss).any():
+    if not bool(torch.isfinite(loss).all()):
+        kind = "NaN" if bool(torch.isnan(loss).any()) else "Inf"
         raise RuntimeError(
-            "found NaN in local forward loss calculation. The model diverged or the batch is malformed; lower "
-            "optimizer.lr, check the data, or set rerun_state_machine.check_for_nan_in_loss=False to skip this check."
-        )
-    if torch.isinf(loss).any():
-        raise RuntimeError(
-            "found Inf in local forward loss calculation. The model diverged or the batch is malformed; lower "
+            f"found {kind} in local forward loss calculation. The model diverged or the batch is malformed; lower "
             "optimizer.lr, check the data, or set rerun_state_machine.check_for_nan_in_loss=False to skip this check."
         )
 

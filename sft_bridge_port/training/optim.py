@@ -19,9 +19,14 @@ def build_optimizer(optimizer_cfg: Any, model_chunks: Sequence[torch.nn.Module])
     """
     from megatron.core.optimizer import get_megatron_optimizer
 
+    from sft_bridge_port.training.torch_kernels import install_foreach_fallbacks, use_fused_adamw
+
     if getattr(optimizer_cfg, "lr", None) is None:
         raise ValueError("optimizer.lr is not set; give the peak learning rate (e.g. cfg.optimizer.lr = 5e-6)")
-    return get_megatron_optimizer(optimizer_cfg, list(model_chunks))
+    install_foreach_fallbacks()
+    optimizer = get_megatron_optimizer(optimizer_cfg, list(model_chunks))
+    use_fused_adamw(optimizer)
+    return optimizer
 
 
 def scheduler_steps(scheduler_cfg: Any, train_iters: int, global_batch_size: int) -> dict[str, int | None]:

@@ -7,7 +7,6 @@ Each job runs in turn in the same two processes (one interpreter start for all o
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -42,6 +41,3 @@ if __name__ == "__main__":
     for job in sys.argv[1:]:
         hf, ckpt, tp, pp = job.split(":")
         run_job(hf, ckpt, int(tp), int(pp))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip the ~10 s interpreter teardown of dist_checkpointing's helper processes

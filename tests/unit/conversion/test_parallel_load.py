@@ -30,7 +30,7 @@ def test_sharded_load_then_export_is_bit_exact(hf_models, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            "-m", "tests.unit.conversion.dist_worker", *jobs]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for fam, tp, pp in LAYOUTS:
         ckpt = tmp_path / f"{fam}_tp{tp}_pp{pp}"

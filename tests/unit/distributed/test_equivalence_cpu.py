@@ -56,8 +56,8 @@ def report(tmp_path_factory):
     ref = _start([str(SCRIPT), *common, "--config", "ref"], work / "ref.log")
     two = _start(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(SCRIPT), *common,
                   *[x for c in TWO_PROC for x in ("--config", c)]], work / "two.log")
-    _wait(*ref, work / "ref.log", 120)
-    _wait(*two, work / "two.log", 120)
+    _wait(*ref, work / "ref.log", 600)
+    _wait(*two, work / "two.log", 600)
     results = load_results(work)
     return results, {r["config"]: r for r in build_report(results, LAYOUTS, STEPS)}
 

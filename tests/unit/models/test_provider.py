@@ -104,3 +104,11 @@ def test_distributed_model_wrapping_order_and_sequence_parallel_norm():
     provider.sequence_parallel = True
     norm = TorchNorm(provider, hidden_size=8)
     assert all(getattr(p, "sequence_parallel", False) for p in norm.parameters())
+
+
+@pytest.mark.parametrize("model_id", ["meta-llama/Llama-3.2-1B", "Qwen/Qwen3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1"])
+def test_builtin_providers_train_without_dropout(model_id):
+    # megatron's TransformerConfig defaults both dropouts to 0.1; HF's families use 0.0 (and the 0.1 default also
+    # pushed packed attention off the fused varlen kernel onto a per-document loop).
+    provider = get_provider(model_id)
+    assert provider.attention_dropout == 0.0 and provider.hidden_dropout == 0.0

@@ -57,7 +57,7 @@ def test_two_data_parallel_ranks_match_one_process(reference, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=90)
+        output, _ = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the workers too, not only the launcher
         output, _ = proc.communicate()

@@ -1,0 +1,63 @@
+"""PyTorch stand-ins for the apex kernels megatron-core's fusions need, so the fusion switches work without apex.
+
+``gradient_accumulation_fusion=True`` makes megatron's linear layers write each weight gradient straight into the
+fp32 ``main_grad`` buffer of megatron DDP (``main_grad += grad_output.T @ input``) instead of producing a bf16
+``weight.grad`` that DDP's hook then adds in a separate pass over the parameters. megatron-core calls apex's
+``fused_weight_gradient_mlp_cuda.wgrad_gemm_accum_fp32`` for it and refuses the switch when apex is absent.
+:func:`install_grad_accum_fusion` gives megatron-core's linear layers an implementation on ``torch.addmm``: with
+torch >= 2.8 one cuBLAS GEMM of bf16 inputs accumulating into the fp32 buffer (``out_dtype``), otherwise a GEMM plus
+an add (same values, no fusion).
+
+Like apex's, it needs megatron DDP (which creates ``main_grad``): a model built with ``wrap_with_ddp=False`` cannot
+run backward with ``gradient_accumulation_fusion=True``.
+
+Example::
+
+    main_grad = torch.zeros(3, 2); x = torch.randn(5, 2); g = torch.randn(5, 3)
+    wgrad_gemm_accum(x, g, main_grad)          # main_grad == g.T @ x
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+_MIXED_GEMM_OK: dict[tuple[str, torch.dtype, torch.dtype], bool] = {}
+
+
+def wgrad_gemm_accum(total_input: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
+    """``main_grad += grad_output.T @ total_input`` (2-D ``[tokens, in]``, ``[tokens, out]``, ``[out, in]``).
+
+    The product accumulates in ``main_grad``'s dtype (fp32 for Bridge's ``bf16_mixed``), not in bf16.
+    """
+    x = total_input.reshape(-1, total_input.shape[-1])
+    g = grad_output.reshape(-1, grad_output.shape[-1])
+    if main_grad.dtype == g.dtype:
+        main_grad.addmm_(g.t(), x)
+        return
+    key = (main_grad.device.type, g.dtype, main_grad.dtype)
+    if _MIXED_GEMM_OK.get(key, True):
+        try:
+            torch.addmm(main_grad, g.t(), x, out_dtype=main_grad.dtype, out=main_grad)
+            _MIXED_GEMM_OK[key] = True
+            return
+        except (RuntimeError, TypeError, NotImplementedError):  # this torch/device has no mixed-dtype addmm
+            _MIXED_GEMM_OK[key] = False
+    main_grad.add_(torch.mm(g.t(), x))
+
+
+def install_grad_accum_fusion() -> bool:
+    """Let megatron-core's ``gradient_accumulation_fusion`` run on :func:`wgrad_gemm_accum` when apex is absent.
+
+    Returns True when megatron-core's linear layers can now use the fusion (apex's kernel or ours).
+    """
+    from megatron.core.tensor_parallel import layers
+
+    if getattr(layers, "_grad_accum_fusion_available", False):
+        return True
+    layers.fused_weight_gradient_mlp_cuda = types.SimpleNamespace(
+        wgrad_gemm_accum_fp32=wgrad_gemm_accum, wgrad_gemm_accum_fp16=wgrad_gemm_accum
+    )
+    layers._grad_accum_fusion_available = True
+    return True

@@ -1,0 +1,167 @@
+"""Chunked linear cross-entropy: the LM head and the per-token loss without materialising ``[tokens, vocab]`` logits.
+
+megatron-core computes the loss as ``logits = output_layer(h)`` (bf16 ``[s, b, V]``), then
+``vocab_parallel_cross_entropy`` upcasts the whole tensor to fp32 and runs several elementwise passes over it, and
+autograd keeps the logits and an fp32 softmax for the backward. With Llama 3's 128k vocabulary and 4096 tokens that
+is 1 GiB of bf16 logits plus 2 GiB per fp32 copy, and ~10 ms of memory-bound kernels per micro-batch on an H100.
+
+:class:`LinearCrossEntropy` walks the tokens in chunks (default 1024): per chunk it computes the bf16 logits, their
+fp32 log-sum-exp and the target logit, and keeps only ``lse`` (4 bytes per token). The backward recomputes each
+chunk's logits (one extra LM-head GEMM), forms ``(softmax - onehot) * grad`` and accumulates the input and weight
+gradients (the weight gradient in fp32). The arithmetic is megatron's: bf16 logits from the same GEMM, fp32
+softmax, and megatron's treatment of a label outside ``[0, V)`` (see :func:`_lse_and_target`).
+
+:class:`ChunkedLossGPTModel` plugs it in where ``GPTModel`` computes the loss when called with ``labels`` (the
+``[b, s]`` fp32 per-token loss contract is unchanged). It applies only where the result is provably the same as
+megatron's path: tensor-parallel size 1, no multi-token prediction, no fp16 cross entropy, a plain
+``ColumnParallelLinear`` output layer without hooks (so LoRA on the head, or forward hooks of the distributed
+optimizer's parameter gather, fall back), no inference context. Otherwise it calls megatron-core's own code.
+
+Example (``[s=3, b=1]`` tokens, vocab 5)::
+
+    h = torch.randn(3, 1, 8); w = torch.randn(5, 8); labels = torch.tensor([[1, 4, 0]])
+    loss = linear_cross_entropy(h, w, labels, chunk_tokens=2)      # [1, 3] fp32 == CE(h @ w.T, labels)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from megatron.core.models.gpt import GPTModel
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _lse_and_target(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 log-sum-exp of each row and the loss ``lse - logit[label]``.
+
+    A label outside ``[0, V)`` gets megatron's value: its target logit is the row maximum (megatron zeroes the
+    target of max-shifted logits), and its gradient is the plain softmax.
+    """
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    valid = (labels >= 0) & (labels < logits.shape[-1])
+    target = logits.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
+    return lse, lse - torch.where(valid, target, logits.amax(dim=-1))
+
+
+def _grad_logits(logits: torch.Tensor, lse: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``(softmax - onehot(label)) * grad`` in fp32, returned in the logits' dtype (megatron's CE backward)."""
+    probs = torch.exp(logits.float() - lse.unsqueeze(-1))
+    vocab = torch.arange(logits.shape[-1], device=logits.device)
+    onehot = (vocab.unsqueeze(0) == labels.unsqueeze(-1)).to(probs.dtype)  # all-zero row for out-of-range labels
+    return ((probs - onehot) * grad.unsqueeze(-1)).to(logits.dtype)
+
+
+def _kernel(name: str):
+    """The elementwise parts, ``torch.compile``-d once per process on CUDA (static chunk shapes), eager on CPU."""
+    fn = {"fwd": _lse_and_target, "bwd": _grad_logits}[name]
+    if not torch.cuda.is_available():
+        return fn
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(fn, dynamic=False)
+    return _COMPILED[name]
+
+
+def _wgrad_accumulate(acc: torch.Tensor, grad_logits: torch.Tensor, hidden: torch.Tensor) -> None:
+    """``acc += grad_logits.T @ hidden`` with fp32 ``acc`` (bf16 GEMM inputs, fp32 output when torch supports it)."""
+    if acc.dtype == grad_logits.dtype:
+        acc.addmm_(grad_logits.t(), hidden)
+        return
+    try:
+        torch.addmm(acc, grad_logits.t(), hidden, out_dtype=acc.dtype, out=acc)
+    except (RuntimeError, TypeError, NotImplementedError):  # no mixed-dtype GEMM on this device / torch
+        acc.add_(torch.mm(grad_logits.t(), hidden))
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Per-token CE of ``hidden @ weight.T`` against ``labels``, ``chunk`` tokens at a time (2-D inputs)."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+        lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        loss = torch.empty_like(lse)
+        fwd = _kernel("fwd")
+        for start in range(0, hidden.shape[0], chunk):
+            end = min(start + chunk, hidden.shape[0])
+            lse[start:end], loss[start:end] = fwd(hidden[start:end] @ weight.t(), labels[start:end])
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.chunk = chunk
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        hidden, weight, labels, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        acc_dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
+        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
+        bwd = _kernel("bwd")
+        grad_loss = grad_loss.float()
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            end = min(start + ctx.chunk, hidden.shape[0])
+            h = hidden[start:end]
+            g = bwd(h @ weight.t(), lse[start:end], labels[start:end], grad_loss[start:end])
+            if need_h:
+                torch.mm(g, weight, out=grad_h[start:end])
+            if need_w:
+                _wgrad_accumulate(grad_w, g, h)
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024
+) -> torch.Tensor:
+    """Per-token loss ``[b, s]`` fp32 of ``hidden [s, b, h]`` through the LM head ``weight [V, h]``.
+
+    Same values as ``megatron.core.tensor_parallel.vocab_parallel_cross_entropy(hidden @ weight.T, labels.T).T``
+    at tensor-parallel size 1, without the ``[s, b, V]`` logits.
+
+    Raises:
+        ValueError: ``chunk_tokens`` is not positive, or the shapes disagree (names them).
+    """
+    if chunk_tokens <= 0:
+        raise ValueError(f"linear_ce_chunk_tokens must be a positive number of tokens, got {chunk_tokens}")
+    s, b, h = hidden.shape
+    if tuple(labels.shape) != (b, s) or weight.shape[-1] != h:
+        raise ValueError(
+            f"linear_cross_entropy: hidden {tuple(hidden.shape)} [s, b, h], labels {tuple(labels.shape)} [b, s] and "
+            f"weight {tuple(weight.shape)} [V, h] do not match"
+        )
+    flat_labels = labels.transpose(0, 1).reshape(-1).long()
+    loss = LinearCrossEntropy.apply(hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens))
+    return loss.view(s, b).transpose(0, 1).contiguous()
+
+
+class ChunkedLossGPTModel(GPTModel):
+    """``GPTModel`` whose loss (when called with ``labels``) is :func:`linear_cross_entropy`, where it applies.
+
+    ``config.linear_ce_chunk_tokens`` sets the chunk; everything else (logits without labels, TP > 1, MTP,
+    inference, a wrapped or hooked output layer) is megatron-core's ``_postprocess``.
+    """
+
+    def _postprocess(self, hidden_states, input_ids, position_ids, labels, *args, **kwargs):  # noqa: D102
+        if labels is not None and not args and self._chunked_loss_applies(kwargs):
+            weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
+            weight = self.output_layer.weight if weight is None else weight
+            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens)
+        return super()._postprocess(hidden_states, input_ids, position_ids, labels, *args, **kwargs)
+
+    def _chunked_loss_applies(self, kwargs: dict[str, Any]) -> bool:
+        from megatron.core.tensor_parallel import ColumnParallelLinear
+
+        cfg, head = self.config, getattr(self, "output_layer", None)
+        return (
+            self.post_process
+            and type(head) is ColumnParallelLinear
+            and head.bias is None
+            and not (head._forward_pre_hooks or head._forward_hooks)
+            and cfg.tensor_model_parallel_size == 1
+            and not cfg.mtp_num_layers
+            and not self.fp16_lm_cross_entropy
+            and not getattr(cfg, "use_mup", False)
+            and not kwargs.get("mtp_in_postprocess")
+            and all(kwargs.get(k) is None for k in ("inference_context", "inference_params", "output_processor"))
+            and not torch.is_inference_mode_enabled()
+        )

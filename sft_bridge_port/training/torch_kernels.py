@@ -1,0 +1,80 @@
+"""Vectorised stand-ins for megatron-core's no-apex/no-TE optimizer fallbacks.
+
+Without apex or Transformer Engine, megatron-core computes the gradient norm with
+``megatron.core.utils.local_multi_tensor_l2_norm``, which builds ``torch.tensor([norm_0, norm_1, ...])`` from one
+CUDA scalar per parameter: a host sync per parameter, every step. It also scales clipped gradients one tensor at a
+time and builds a non-fused ``torch.optim.AdamW``. The replacements below do the same arithmetic with PyTorch's
+multi-tensor (``_foreach``) kernels and the fused AdamW kernel; results are equal to rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def foreach_l2_norm(chunk_size: int, noop_flag: torch.Tensor, tensor_lists: list, per_tensor: bool, *args: Any):
+    """Drop-in for ``amp_C.multi_tensor_l2norm``: the L2 norm over all tensors of ``tensor_lists[0]``, no host sync."""
+    tensors = tensor_lists[0]
+    if not tensors:
+        return torch.zeros(1, dtype=torch.float), None
+    norms = torch._foreach_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack(norms).float()).reshape(1), None
+
+
+def foreach_scale(chunk_size: int, noop_flag: torch.Tensor, tensor_lists: list, scale: float) -> None:
+    """Drop-in for ``amp_C.multi_tensor_scale``: ``dst = src * scale`` for every pair, in one multi-tensor call."""
+    src, dst = tensor_lists[0], tensor_lists[1]
+    if not src:
+        return
+    if all(s is d for s, d in zip(src, dst)):
+        torch._foreach_mul_(dst, scale)
+    else:
+        torch._foreach_copy_(dst, torch._foreach_mul(src, scale))
+
+
+def install_foreach_fallbacks() -> bool:
+    """Swap megatron's local (per-tensor) grad-norm/scale fallbacks for the vectorised ones above.
+
+    Only acts when megatron-core is using its local fallbacks (no apex, no TE). Returns True when it swapped.
+    """
+    import megatron.core.optimizer.clip_grads as clip_grads
+    from megatron.core import utils as mutils
+
+    if getattr(clip_grads, "l2_norm_impl", None) is not getattr(mutils, "local_multi_tensor_l2_norm", object()):
+        return clip_grads.l2_norm_impl is foreach_l2_norm
+    clip_grads.l2_norm_impl = foreach_l2_norm
+    clip_grads.multi_tensor_scale_impl = foreach_scale
+    return True
+
+
+def _torch_optimizers(optimizer: Any):
+    """The ``torch.optim`` objects inside a megatron optimizer (chained, mixed-precision or distributed)."""
+    for sub in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(sub, "optimizer", None)
+        if isinstance(inner, torch.optim.Optimizer):
+            yield inner
+
+
+def use_fused_adamw(optimizer: Any) -> int:
+    """Switch every torch Adam/AdamW inside ``optimizer`` to the fused CUDA kernel; returns how many it switched.
+
+    megatron-core builds torch's AdamW with default flags (the foreach path) when apex/TE are absent. The fused
+    kernel does the same update in one launch per dtype/device group. CPU runs are left as they are.
+    """
+    if not torch.cuda.is_available():
+        return 0
+    switched = 0
+    for opt in _torch_optimizers(optimizer):
+        if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if not all(p.is_cuda and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params):
+            continue
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = True, False
+        opt.defaults["fused"], opt.defaults["foreach"] = True, False
+        opt._step_supports_amp_scaling = True
+        switched += 1
+    return switched
