@@ -11,7 +11,13 @@ Bridge-format packed batches. LoRA: ``sft_bridge_port.peft.LoRA()`` applied befo
 
 Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of ours), ``ce_fused``
 (``cross_entropy_loss_fusion=True``), ``compile`` (``torch.compile`` each transformer layer), ``recompute``
-(full activation recompute), ``rope_compile`` (``torch.compile`` the RoPE rotation), ``distopt`` (distributed optimizer); ``hf:compile``, ``hf:flex``.
+(full activation recompute), ``rope_compile`` (``torch.compile`` the RoPE rotation), ``distopt`` (distributed
+optimizer), ``lce`` (chunked linear cross-entropy, ``linear_ce_chunk_tokens=1024``), ``gaf``
+(``gradient_accumulation_fusion``: weight grads GEMM-accumulated into fp32 ``main_grad``), ``swiglu``
+(``bias_activation_fusion``: megatron's torch.compile-d SwiGLU), ``fast`` (= lce+gaf+swiglu), ``bf16grad``
+(``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported).
+HF: ``hf:compile``, ``hf:flex``, ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
+``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
 """
 
 from __future__ import annotations
@@ -53,6 +59,17 @@ def _provider(hf_cfg: dict, seq: int, variants: set[str]):
     provider.attention_dropout = float(hf_cfg.get("attention_dropout", 0.0))
     if "ce_fused" in variants:
         provider.cross_entropy_loss_fusion = True
+    # "ours" alone is what users get (GPTModelProvider.cuda_fast_kernels is on by default); "unfused" measures
+    # megatron-core's plain paths, and the named variants switch single kernels on over it.
+    if "unfused" in variants or any(v in variants for v in ("lce", "gaf", "swiglu")):
+        provider.cuda_fast_kernels = False
+    fast = "fast" in variants
+    if fast or "lce" in variants:
+        provider.linear_ce_chunk_tokens = 1024
+    if fast or "gaf" in variants:
+        provider.gradient_accumulation_fusion = True
+    if fast or "swiglu" in variants:
+        provider.bias_activation_fusion = True
     if "recompute" in variants:
         provider.recompute_granularity, provider.recompute_method, provider.recompute_num_layers = "full", "uniform", 1
     return provider
@@ -79,7 +96,7 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
     provider = _provider(hf_cfg, seq, variants)
     on_gpu, distopt = torch.cuda.is_available(), "distopt" in variants
     ddp = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True, use_distributed_optimizer=distopt, average_in_collective=False
+        grad_reduce_in_fp32="bf16grad" not in variants, use_distributed_optimizer=distopt, average_in_collective=False
     )
     hook = None
     if mode == "lora":
@@ -134,10 +151,9 @@ def _hf_model(hf_cfg: dict, mode: str, variants: set[str]) -> torch.nn.Module:
     config = AutoConfig.for_model(hf_cfg["model_type"], **kwargs)
     on_gpu = torch.cuda.is_available()
     attn = "flex_attention" if "flex" in variants else "sdpa"
+    dtype = torch.bfloat16 if on_gpu and "fp32master" not in variants else torch.float32
     with torch.device(_device()):
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=torch.bfloat16 if on_gpu else torch.float32, attn_implementation=attn
-        )
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     model.train()
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
@@ -153,12 +169,14 @@ def build_hf(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: se
     forward = torch.compile(model) if "compile" in variants else model
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0, fused=torch.cuda.is_available())
     device = _device()
+    autocast = "fp32master" in variants and torch.cuda.is_available()
 
     def step(packs: list[Pack]):
         for pack in packs:
             ids = pack.tokens.to(device, non_blocking=True)
             pos = pack.position_ids().to(device, non_blocking=True)
-            loss = forward(input_ids=ids, position_ids=pos, labels=ids).loss
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = forward(input_ids=ids, position_ids=pos, labels=ids).loss
             (loss / len(packs)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()

@@ -100,7 +100,7 @@ def run_one(spec: str, args, hf_cfg: dict, batches: list) -> dict[str, Any]:
     try:
         sec, peak = time_system(system, batches, args.warmup)
         if args.profile and kind == "ours":
-            profile(system, batches[-1], Path(args.profile) / f"{spec.replace(':', '_')}.txt")
+            profile(system, batches[-1], Path(args.profile) / f"{spec.replace(':', '_').replace('+', '-')}.txt")
     finally:
         system.close()
         del system

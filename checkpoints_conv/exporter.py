@@ -51,7 +51,11 @@ def load_provider(iter_dir: str | os.PathLike) -> Any:
     data = yaml_to_dict(path.read_text())
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"{path} has no 'model:' section (the model provider)")
-    return from_dict(data["model"])
+    provider = from_dict(data["model"])
+    # Conversion never runs backward: a checkpoint trained on a GPU records gradient_accumulation_fusion=True
+    # (see GPTModelProvider.cuda_fast_kernels), which megatron-core cannot honour on a CPU and does not need here.
+    provider.gradient_accumulation_fusion = False
+    return provider
 
 
 def stored_embedding(iter_dir: str | os.PathLike) -> tuple[int, torch.dtype]:

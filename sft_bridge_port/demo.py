@@ -41,6 +41,7 @@ NUM_STAGES = 6
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``--out``, ``--steps`` (``--quick`` only changes the default) and their checks; exits 2 on bad usage."""
     p = argparse.ArgumentParser(prog="sft-bridge-port demo",
                                 description="tiny end-to-end run: build, import, finetune, export, generate")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
@@ -52,6 +53,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
     if args.steps < 2:
         p.error(f"--steps must be at least 2, got {args.steps}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out} is a file; give a folder (it is created when missing)")
     return args
 
 

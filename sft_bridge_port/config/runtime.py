@@ -87,6 +87,14 @@ def validate(cfg: Any) -> None:
                 )
         if not getattr(cfg.model, "calculate_per_token_loss", False) or getattr(cfg.ddp, "average_in_collective", False):
             raise ValueError("context parallel needs model.calculate_per_token_loss=True and ddp.average_in_collective=False")
+    for flag in ("bf16", "fp16"):
+        model_flag, optim_flag = bool(getattr(cfg.model, flag, False)), bool(getattr(cfg.optimizer, flag, False))
+        if model_flag != optim_flag:
+            raise ValueError(
+                f"cfg.model.{flag}={model_flag} but cfg.optimizer.{flag}={optim_flag}: the optimizer's precision must "
+                f"match the model's (a mismatch breaks checkpoint saving). Set mixed_precision (e.g. 'bf16_mixed', "
+                f"which sets both) or optimizer.{flag}={model_flag}."
+            )
     if bool(cfg.ddp.use_distributed_optimizer) != bool(cfg.optimizer.use_distributed_optimizer):
         raise ValueError("ddp.use_distributed_optimizer and optimizer.use_distributed_optimizer differ; set both")
 

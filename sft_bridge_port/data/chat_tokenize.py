@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sft_bridge_port.data.chat_fast import FastChatPath
 from sft_bridge_port.data.conversation import BadSampleError, Conversation, Message
 
 # End-of-turn markers of common chat families; the tokenizer's EOS is always one too.
@@ -43,10 +44,29 @@ class EncodedSample:
 
 
 def compile_chat_template(template: str):
-    """Compile with transformers' own sandboxed Jinja environment so rendering matches ``apply_chat_template``."""
+    """Compile with transformers' own sandboxed Jinja environment so rendering matches ``apply_chat_template``.
+
+    Two equivalences make rendering ~1.7x faster: the sandbox's attribute check depends only on the object's type and
+    the attribute name (jinja's ``is_internal_attribute`` / ``modifies_known_mutable`` look at nothing else), so it is
+    cached per (type, name); and the template's globals are frozen into a plain dict (jinja chains them per render).
+    Both live on an overlay of transformers' environment, which stays untouched.
+    """
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
-    return _compile_jinja_template(template)
+    env = _compile_jinja_template(template).environment.overlay()
+    checked: dict[tuple[type, str], bool] = {}
+    is_safe = env.is_safe_attribute
+
+    def is_safe_attribute(obj: Any, attr: str, value: Any) -> bool:
+        key = (type(obj), attr)
+        if key not in checked:
+            checked[key] = is_safe(obj, attr, value)
+        return checked[key]
+
+    env.is_safe_attribute = is_safe_attribute
+    compiled = env.from_string(template)
+    compiled.globals = dict(compiled.globals)
+    return compiled
 
 
 def eot_token_ids(tokenizer: Any, extra: list[str] | None = None) -> frozenset[int]:
@@ -105,6 +125,7 @@ class ChatEncoder:
         # piece, so a prompt's tokens are fixed up to its last added token and only the tail needs re-encoding.
         rendered_specials = set(self._kwargs.values()) if self._kwargs else set()
         self._anchors = [t for t in specials if t in template or t in rendered_specials]
+        self._fast = FastChatPath(self)
 
     def render(self, messages: list[dict], tools: list | None, add_generation_prompt: bool) -> str:
         return self._compiled.render(messages=messages, tools=tools, documents=None,
@@ -129,6 +150,29 @@ class ChatEncoder:
 
     def encode(self, conv: Conversation) -> EncodedSample:
         """Tokenise one conversation; raises ``BadSampleError`` naming the turn when no exact mask exists."""
+        result = self.encode_many([conv])[0]
+        if isinstance(result, BadSampleError):
+            raise result
+        return result
+
+    def encode_many(self, convs: list[Conversation]) -> list[EncodedSample | BadSampleError]:
+        """Tokenise a batch (one tokenizer call): a sample or the ``BadSampleError`` per conversation, in order.
+
+        Conversations go through the one-render path (``chat_fast``) and fall back to ``encode_exact``, which gives
+        the same mask (checked on the first conversation of every shape) and names the reason when there is none.
+        """
+        results = self._fast.encode_many(convs)
+        for n, result in enumerate(results):
+            if result is None:
+                try:
+                    results[n] = self.encode_exact(convs[n])
+                except BadSampleError as err:
+                    results[n] = err
+        return results
+
+    def encode_exact(self, conv: Conversation) -> EncodedSample:
+        """The reference method of the module docstring: one render per assistant prefix, each checked token-exactly
+        (slower; the fallback of ``encode_many`` and the check of its fast path)."""
         self._check_specials(conv)
         msgs = [self.message_dict(m) for m in conv.messages]
         tools = list(conv.tools) if conv.tools else None
@@ -140,6 +184,12 @@ class ChatEncoder:
                 raise BadSampleError(conv.source, f"messages[{i}]", "template_prefix_mismatch",
                                      "the chat template renders the earlier turns differently once this assistant "
                                      "turn follows (e.g. it drops history reasoning); try reasoning='strip'")
+        return self.encode_rendered(conv, full, prompts)
+
+    def encode_rendered(self, conv: Conversation, full: str, prompts: list[str]) -> EncodedSample:
+        """``encode_exact`` after rendering: ``full`` is the conversation's text and ``prompts[n]`` (a prefix of it)
+        the rendered prompt of its n-th assistant turn."""
+        turns = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         anchors = [self._anchor(p) for p in prompts] if self._verify else []
         enc = self._backend.encode(full, add_special_tokens=False)  # offsets needed: char -> token
         tails = self._encode_fast([p[a:] for p, a in zip(prompts, anchors)], add_special_tokens=False)
@@ -153,8 +203,9 @@ class ChatEncoder:
             ks = [_token_at_or_after(enc, len(p), len(ids)) for p in prompts]
         mask = np.zeros(len(ids), dtype=np.uint8)
         for n, i in enumerate(turns):
-            start, stop = self._turn_span(conv, i, full, prompts[n], ks[n], enc, ks[n + 1] if n + 1 < len(ks)
-                                          else len(ids))
+            last = n + 1 == len(turns)
+            start, stop = self._turn_span(conv, i, full, (len(prompts[n]), len(full if last else prompts[n + 1])),
+                                          ks[n], enc, len(ids) if last else ks[n + 1])
             mask[start:stop] = 1
         return EncodedSample(np.asarray(ids, dtype=np.int64), mask)
 
@@ -173,17 +224,18 @@ class ChatEncoder:
                                  "crosses the generation-prompt boundary), so the mask would not match inference")
         return k
 
-    def _turn_span(self, conv: Conversation, i: int, full: str, prompt: str, k: int, enc,
+    def _turn_span(self, conv: Conversation, i: int, full: str, region: tuple[int, int], k: int, enc,
                    limit: int) -> tuple[int, int]:
         """Token range [start, stop) trained for assistant turn ``i`` (content .. end-of-turn token), given the
-        prompt's token count ``k`` and the token index ``limit`` where the next prompt ends."""
+        chars ``region`` from its prompt's end to the next prompt's end, the prompt's token count ``k`` and the token
+        index ``limit`` where the next prompt ends."""
         where, msg = f"messages[{i}]", conv.messages[i]
         start, last = k, k - 1  # tool-call-only turns: train from the generation prompt to the end-of-turn
         text = msg.content.strip()
         if text:
             keep_think = msg.reasoning is not None and self.reasoning == "keep"
-            after = full.find(msg.reasoning.strip(), len(prompt)) if keep_think else -1
-            c = full.find(text, len(prompt) if after < 0 else after + len(msg.reasoning.strip()))
+            after = full.find(msg.reasoning.strip(), *region) if keep_think else -1
+            c = full.find(text, region[0] if after < 0 else after + len(msg.reasoning.strip()), region[1])
             if c < 0:
                 raise BadSampleError(conv.source, f"{where}.content", "content_not_rendered",
                                      "the assistant content does not appear verbatim in the rendered template")

@@ -32,7 +32,7 @@ class BadSampleError(ValueError):
         super().__init__(f"{source}: field '{field_name}': {detail}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn. ``reasoning`` holds ``<think>`` text kept apart from ``content`` (see ``split_reasoning``)."""
 
@@ -71,18 +71,19 @@ class Conversation:
         """Raise ``BadSampleError`` naming the message index and field when an invariant above is broken."""
         if not self.messages:
             raise BadSampleError(self.source, "messages", "empty_conversation", "conversation has no turns")
-        prev = None
-        for i, msg in enumerate(self.messages):
-            where = f"messages[{i}]"
-            if msg.role not in ROLES:
-                raise BadSampleError(self.source, f"{where}.role", "unknown_role", f"unknown role {msg.role!r}")
-            if not isinstance(msg.content, str):
-                raise BadSampleError(self.source, f"{where}.content", "bad_content", "content must be a string")
-            if not msg.content.strip() and not (msg.role == "assistant" and msg.tool_calls):
-                raise BadSampleError(self.source, f"{where}.content", "empty_content", f"empty {msg.role} content")
-            _check_order(self.source, where, prev, msg.role)
-            prev = msg.role
-        if not any(m.role == "assistant" for m in self.messages):
+        prev, assistant = None, False
+        for i, msg in enumerate(self.messages):  # runs for every row: the error text is built only on error
+            role, content = msg.role, msg.content
+            if role not in ROLES:
+                raise BadSampleError(self.source, f"messages[{i}].role", "unknown_role", f"unknown role {role!r}")
+            if not isinstance(content, str):
+                raise BadSampleError(self.source, f"messages[{i}].content", "bad_content", "content must be a string")
+            if (not content or content.isspace()) and not (role == "assistant" and msg.tool_calls):
+                raise BadSampleError(self.source, f"messages[{i}].content", "empty_content", f"empty {role} content")
+            if role not in _ALLOWED_AFTER[prev]:
+                _check_order(self.source, f"messages[{i}]", prev, role)
+            prev, assistant = role, assistant or role == "assistant"
+        if not assistant:
             raise BadSampleError(self.source, "messages", "no_assistant_turn",
                                  "no assistant turn, so nothing would be trained")
         if prev != "assistant":

@@ -9,13 +9,16 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import numpy as np
+
 from sft_bridge_port.data.chat_tokenize import ChatEncoder, EncodedSample
 from sft_bridge_port.data.config import FinetuningDatasetConfig
-from sft_bridge_port.data.conversation import BadSampleError
+from sft_bridge_port.data.conversation import BadSampleError, Conversation
 from sft_bridge_port.data.formats import detect_format, resolve_format_name, row_to_conversation
 from sft_bridge_port.data.prompt_tokenize import PromptEncoder
 from sft_bridge_port.data.stats import DataStats
@@ -92,6 +95,8 @@ def read_chat_template(value: str | None) -> str | None:
 class SampleEncoder:
     """Encode rows of one split; ``max_tokens`` caps a sample (seq_length + 1: one token is lost to the shift)."""
 
+    BATCH = 256  # rows per tokenizer call: amortises the per-call cost, small enough to stream
+
     def __init__(self, cfg: FinetuningDatasetConfig, tokenizer: Any, max_tokens: int | None = None):
         self.opts = resolve_options(cfg)
         self.max_tokens = max_tokens if max_tokens is not None else cfg.seq_length + 1
@@ -107,6 +112,11 @@ class SampleEncoder:
 
     def encode_row(self, row: Any, source: str) -> EncodedSample:
         """One row -> sample (untruncated); raises ``BadSampleError`` for bad rows."""
+        conv, use_chat = self._conversation(row, source)
+        return self.chat.encode(conv) if use_chat else self.prompt.encode(conv)
+
+    def _conversation(self, row: Any, source: str) -> tuple[Conversation, bool]:
+        """The row's ``Conversation`` and whether it goes through the chat template."""
         if isinstance(row, BadSampleError):
             raise row
         fmt = self.opts.format or (detect_format(row.keys(), source) if isinstance(row, dict) else None)
@@ -114,42 +124,73 @@ class SampleEncoder:
         use_chat = self.opts.use_chat_template
         if use_chat is None:
             use_chat = self.chat is not None and fmt != "prompt_completion"
-        return self.chat.encode(conv) if use_chat else self.prompt.encode(conv)
+        return conv, bool(use_chat)
 
     def encode_rows(self, rows: Iterable[tuple[Any, str]], stats: DataStats,
                     limit: int | None = None) -> list[EncodedSample]:
-        """Encode, truncate and count; bad rows raise (on_bad_sample="error") or are counted and skipped."""
+        """Encode, truncate and count; bad rows raise (on_bad_sample="error") or are counted and skipped.
+
+        Rows are encoded in chunks of ``BATCH`` (one tokenizer call each) but counted, truncated and reported one by
+        one in order, and never more rows are read than one-by-one encoding would read to reach ``limit``.
+        """
         out: list[EncodedSample] = []
-        for row, source in rows:
-            if limit is not None and len(out) >= limit:
+        it = iter(rows)
+        while limit is None or len(out) < limit:
+            chunk = list(itertools.islice(it, self.BATCH if limit is None else min(self.BATCH, limit - len(out))))
+            if not chunk:
                 break
-            stats.rows_read += 1
-            try:
-                sample = self._fit(self.encode_row(row, source), source)
-            except BadSampleError as err:
-                policy = self.opts.on_long_sample if err.reason == "too_long" else self.opts.on_bad_sample
-                if policy == "error":
-                    knob = "on_long_sample" if err.reason == "too_long" else "on_bad_sample"
-                    detail = f"{err.detail} (set dataset.{knob}='skip' to count and skip such rows)"
-                    raise BadSampleError(err.source, err.field, err.reason, detail) from None
-                stats.skip(err.reason, str(err))
-                continue
-            stats.samples += 1
-            stats.truncated += sample.truncated
-            stats.tokens += len(sample.input_ids)
-            stats.trained_tokens += int(sample.loss_mask[1:].sum())
-            out.append(sample)
+            for (_, source), result in zip(chunk, self.encode_chunk(chunk)):
+                stats.rows_read += 1
+                try:
+                    if isinstance(result, BadSampleError):
+                        raise result
+                    sample, trained = self._fit(result, source)
+                except BadSampleError as err:
+                    policy = self.opts.on_long_sample if err.reason == "too_long" else self.opts.on_bad_sample
+                    if policy == "error":
+                        knob = "on_long_sample" if err.reason == "too_long" else "on_bad_sample"
+                        detail = f"{err.detail} (set dataset.{knob}='skip' to count and skip such rows)"
+                        raise BadSampleError(err.source, err.field, err.reason, detail) from None
+                    stats.skip(err.reason, str(err))
+                    continue
+                stats.samples += 1
+                stats.truncated += sample.truncated
+                stats.tokens += len(sample.input_ids)
+                stats.trained_tokens += trained
+                out.append(sample)
         return out
 
-    def _fit(self, sample: EncodedSample, source: str) -> EncodedSample:
-        """Apply ``on_long_sample`` and require at least one trained target after the shift."""
+    def encode_chunk(self, rows: list[tuple[Any, str]]) -> list[EncodedSample | BadSampleError]:
+        """``encode_row`` for a list of rows (untruncated), with the chat rows tokenised in one batch; a bad row's
+        ``BadSampleError`` is returned in its place."""
+        out: list[Any] = [None] * len(rows)
+        chat_at, convs = [], []
+        for n, (row, source) in enumerate(rows):
+            try:
+                conv, use_chat = self._conversation(row, source)
+                if use_chat:
+                    chat_at.append(n)
+                    convs.append(conv)
+                else:
+                    out[n] = self.prompt.encode(conv)
+            except BadSampleError as err:
+                out[n] = err
+        if convs:
+            for n, result in zip(chat_at, self.chat.encode_many(convs)):
+                out[n] = result
+        return out
+
+    def _fit(self, sample: EncodedSample, source: str) -> tuple[EncodedSample, int]:
+        """Apply ``on_long_sample`` and require at least one trained target after the shift; returns the sample and
+        its number of trained targets."""
         n = len(sample.input_ids)
         if n > self.max_tokens:
             if self.opts.on_long_sample != "truncate":
                 raise BadSampleError(source, "<sample>", "too_long", f"{n} tokens > limit {self.max_tokens} "
                                      "(seq_length + 1); set dataset.on_long_sample='truncate' or raise seq_length")
             sample = EncodedSample(sample.input_ids[: self.max_tokens], sample.loss_mask[: self.max_tokens], True)
-        if not sample.loss_mask[1:].any():
+        trained = int(np.count_nonzero(sample.loss_mask[1:]))
+        if not trained:
             reason = "no_trained_tokens_after_truncation" if sample.truncated else "no_trained_tokens"
             raise BadSampleError(source, "<sample>", reason, "no token of this sample would be trained")
-        return sample
+        return sample, trained

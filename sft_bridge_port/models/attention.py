@@ -350,7 +350,7 @@ class SDPAttention(MegatronModule):
         left = _window_left(self.config, 2 * self.cp_size * layout.max_q)
         if self._use_varlen(query):
             max_len = (_bucket(layout.max_q, query.shape[0]), _bucket(layout.max_k, keys.shape[0]))
-            out = self._varlen(query, keys.contiguous(), values.contiguous(), (layout.cu_q, layout.cu_k), max_len, left)
+            out = self._varlen(query, keys, values, (layout.cu_q, layout.cu_k), max_len, left)
         else:
             out = chunked_attention(
                 query, keys, values, layout, scale=self.softmax_scale, left=left, dropout_p=self._dropout()

@@ -13,7 +13,9 @@ Example, P = 2, two documents of 8 and 4 tokens (``cu_seqlens = [0, 8, 12]``, ch
 Attention: each rank all-gathers K and V of the CP group (its backward reduce-scatters their gradients), puts them
 back in global order, and lets each local query chunk ``j`` of a document attend to that document's key prefix
 ``[0, (j+1)·c)`` with a causal mask aligned to the prefix end (the chunk's tokens are the prefix's last ``c``).
-The result equals CP=1 attention: the same keys, the same mask, in global positions.
+The result equals CP=1 attention: the same keys, the same mask, in global positions. Memory per rank: the whole
+group's K/V plus each query chunk's prefix (about ``(2P+1)/(2P)`` of the global K/V); ``config.cp_comm_type``
+(p2p ring, a2a) is not used: this is the all-gather scheme.
 
 ``PackedSeqParams`` keep the *global* (whole-pack) ``cu_seqlens`` under CP, as with Transformer Engine; the local
 layout is derived from them here.
@@ -190,8 +192,7 @@ def gather_first_dim(tensor: torch.Tensor, group: Any) -> torch.Tensor:
 def expand_keys(gathered: torch.Tensor, layout: CPLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query chunk's key prefix, in global order, from all-gathered ``[P*t, 2, hk, d]`` (K and V stacked on
     dim 1, rank-major as :func:`gather_first_dim` returns them). Returns ``(keys, values)`` ``[total_k, hk, d]``."""
-    both = gathered.index_select(0, layout.key_index)
-    return both[:, 0], both[:, 1]
+    return gathered[:, 0].index_select(0, layout.key_index), gathered[:, 1].index_select(0, layout.key_index)
 
 
 def gather_keys(key: torch.Tensor, value: torch.Tensor, layout: CPLayout, group: Any) -> tuple[torch.Tensor, ...]:
@@ -226,7 +227,8 @@ def chunked_attention(
     ``query [t, h, d]`` local; ``key/value [total_k, hk, d]`` from :func:`gather_keys`. Returns ``[t, h, d]``.
     """
     outs = []
-    chunks = zip(query.split(list(layout.q_lengths)), key.split(list(layout.k_lengths)), value.split(list(layout.k_lengths)))
+    q_split, k_split = list(layout.q_lengths), list(layout.k_lengths)
+    chunks = zip(query.split(q_split), key.split(k_split), value.split(k_split))
     for q, k, v in chunks:
         if q.shape[0] == 0:
             continue

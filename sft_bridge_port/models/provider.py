@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 from megatron.core.enums import ModelType
@@ -75,6 +76,12 @@ class GPTModelProvider(TransformerConfig):
     # --- ours: fusion switches (see models/linear_ce.py and models/fused_ops.py) ---
     linear_ce_chunk_tokens: int = 0
     """> 0: compute LM head + loss in chunks of this many tokens (no [tokens, vocab] logits); 0: megatron's path."""
+    cuda_fast_kernels: bool = True
+    """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
+    (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
+    ``gradient_accumulation_fusion`` (weight grads GEMM-accumulated into fp32 main_grad), ``bias_activation_fusion``
+    (megatron's fused SwiGLU) and ``linear_ce_chunk_tokens=1024`` (no [tokens, vocab] fp32 logits). Fields a user
+    already turned on are kept; set this to False to keep megatron-core's unfused paths. No effect on CPU."""
 
     def __post_init__(self) -> None:
         """Deferred: megatron-core validates eagerly, Bridge validates in ``finalize()`` (see module doc)."""
@@ -235,6 +242,8 @@ class GPTModelProvider(TransformerConfig):
             raise ValueError("init_model_with_meta_device=True is not supported")
         if self.fp16 and self.bf16:
             raise ValueError("GPTModelProvider: fp16 and bf16 are both True; choose one")
+        if wrap_with_ddp and self.cuda_fast_kernels and torch.cuda.is_available():
+            self._enable_cuda_fast_kernels()
         chunks = self._build_chunks(model_type)
         if pre_wrap_hook is not None:
             chunks = pre_wrap_hook(chunks)
@@ -253,6 +262,14 @@ class GPTModelProvider(TransformerConfig):
         if post_wrap_hook is not None:
             chunks = post_wrap_hook(chunks)
         return chunks
+
+    def _enable_cuda_fast_kernels(self) -> None:
+        """See ``cuda_fast_kernels``: training-only fusions, turned on in place (run_config.yaml records them)."""
+        self.gradient_accumulation_fusion = True
+        if self.gated_linear_unit and self.activation_func is F.silu:
+            self.bias_activation_fusion = True
+        if not self.linear_ce_chunk_tokens:
+            self.linear_ce_chunk_tokens = 1024
 
     def _build_chunks(self, model_type: ModelType) -> list[torch.nn.Module]:
         vpp = self.virtual_pipeline_model_parallel_size

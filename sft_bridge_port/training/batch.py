@@ -182,8 +182,8 @@ def context_parallel_slice(
     (balanced causal work; :mod:`sft_bridge_port.models.context_parallel`). Packed batches: documents are the
     padded ``cu_seqlens`` segments, which therefore must be multiples of ``2·CP`` (``pad_seq_to_mult = 2·CP``);
     ``cu_seqlens`` and the other packing keys stay global, as attention expects. Unpacked batches: each row is one
-    document (the split of megatron-core's ``get_batch_on_this_cp_rank``). Call it on the batch as the data iterator yields it
-    (before moving it to the device); ``cp_size/cp_rank`` default to megatron's parallel state.
+    document (the split of megatron-core's ``get_batch_on_this_cp_rank``). Call it on the batch as the data iterator
+    yields it (before moving it to the device); ``cp_size/cp_rank`` default to megatron's parallel state.
 
     Example (CP=2, rank 0, one row with ``cu_seqlens=[0, 8, 12]``): token indices ``[0, 1, 6, 7, 8, 11]``.
     """

@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 from tests.distributed.compare import TOLERANCES, build_report, load_results, markdown_table  # noqa: E402
 from tests.distributed.runs import LAYOUTS, SIZES, prepare  # noqa: E402
 
-# The order layouts run in within one job: a resume after the run it resumes from; CP (expected to be refused) last.
+# The order layouts run in within one job: a resume after the run it resumes from; CP last.
 RUN_ORDER = ("ref", "ref_pad4", "dp2", "tp2_sp", "pp2", "dp2_distopt", "resume_pp2", "dp2_tp2_sp", "cp2")
 
 

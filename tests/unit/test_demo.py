@@ -105,6 +105,8 @@ def test_arguments():
     assert demo.parse_args(["--steps", "7", "--quick"]).steps == 7
     with pytest.raises(SystemExit):
         demo.parse_args(["--steps", "1"])
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--out", str(DEMO_DATA_DIR / "training.jsonl")])
     assert demo.eval_interval(100) == 25 and demo.eval_interval(4) == 4
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sft_bridge_port.data.conversation import BadSampleError, Conversation, make_message
+from sft_bridge_port.data.conversation import BadSampleError, Conversation, Message, make_message
 
 NAME = "openai_messages"
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+_PLAIN_ROLES = frozenset(("system", "user", "assistant", "tool"))  # already normalised: no mapping needed
 
 
 def matches(columns: set[str]) -> bool:
@@ -27,6 +28,12 @@ def to_conversation(row: dict[str, Any], source: str) -> Conversation:
         raise BadSampleError(source, "messages", "bad_structure", "'messages' must be a list of {role, content}")
     messages = []
     for i, turn in enumerate(turns):
+        if type(turn) is dict and len(turn) == 2:  # noqa: E721 -- the common {"role", "content"} turn, fast
+            role, content = turn.get("role"), turn.get("content")
+            plain = type(role) is str and role in _PLAIN_ROLES and type(content) is str  # noqa: E721
+            if plain and not (role == "assistant" and "<think>" in content):
+                messages.append(Message(role, content))
+                continue
         where = f"messages[{i}]"
         if not isinstance(turn, dict) or "role" not in turn:
             raise BadSampleError(source, where, "bad_structure", "each message must be an object with a 'role'")

@@ -139,3 +139,15 @@ def test_runtime_config_update_is_idempotent_and_finalizes_model():
     assert cfg.model.kv_channels == 16 and cfg.model.ffn_hidden_size == 256  # derived by finalize()
     runtime_config_update(cfg, world_size=1)
     assert cfg.to_dict() == first
+
+
+def test_optimizer_precision_must_match_the_model_without_a_preset():
+    # A recipe template builds a bf16 optimizer; a user who drops mixed precision for an fp32 model must hear
+    # about the mismatch here, not as "Param id 0 does not match any model sharded param" at the first save.
+    cfg = tiny_container(mixed_precision=None)
+    cfg.model.bf16 = False
+    cfg.optimizer.bf16 = True
+    with pytest.raises(ValueError, match=r"cfg.model.bf16=False but cfg.optimizer.bf16=True"):
+        runtime_config_update(cfg, world_size=1)
+    cfg.optimizer.bf16 = False
+    runtime_config_update(cfg, world_size=1)

@@ -87,7 +87,7 @@ def test_varlen_cp_path_matches_reference_on_cuda():
 
     from sft_bridge_port.models.attention import SDPAttention
 
-    cfg = TransformerConfig(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=2)
+    cfg = TransformerConfig(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=2, attention_dropout=0.0)
     core = SDPAttention(cfg, 1, AttnMaskType.causal).cuda()
     docs, cp, dev = [64, 16, 128], 2, torch.device("cuda")
     total = sum(docs)
@@ -98,7 +98,7 @@ def test_varlen_cp_path_matches_reference_on_cuda():
         layout = build_layout(docs, cp, rank, dev)
         keys, values = expand_keys(gathered, layout)
         assert core._use_varlen(q)
-        fused = core._varlen(q[index[rank]], keys.contiguous(), values.contiguous(), (layout.cu_q, layout.cu_k),
+        fused = core._varlen(q[index[rank]], keys, values, (layout.cu_q, layout.cu_k),
                              (layout.max_q, layout.max_k), None)
         ref = chunked_attention(q[index[rank]].float(), keys.float(), values.float(), layout, scale=0.25, left=None,
                                 dropout_p=0.0)

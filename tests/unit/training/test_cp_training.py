@@ -47,7 +47,8 @@ def model_step(cp: int, weights: str | None = None) -> tuple[dict, dict]:
     from sft_bridge_port.training.gpt_step import forward_step
     from tests.unit.training.helpers import tiny_provider
 
-    provider = tiny_provider(seq_length=SEQ, num_query_groups=2, context_parallel_size=cp, calculate_per_token_loss=True)
+    provider = tiny_provider(seq_length=SEQ, num_query_groups=2, context_parallel_size=cp,
+                             calculate_per_token_loss=True)
     torch.manual_seed(0)
     model = provider.provide()
     if weights is not None:
