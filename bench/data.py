@@ -58,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(0)
     rows = [make_row(rng) for _ in range(args.n)]
+    n = len(rows)
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_tiny_tokenizer(tmp, [json.dumps(r) for r in rows[:2000]], vocab_size=2000,
                                    chat_template=args.template)
@@ -71,7 +72,11 @@ def main() -> None:
     a_wall, a_cpu, _ = best_of(args.repeat, lambda: [row_to_conversation(r, s) for r, s in located])
     e_wall, e_cpu, samples = best_of(args.repeat, lambda: encoder.encode_rows(located, DataStats()))
     p_wall, p_cpu, (packs, meta) = best_of(args.repeat, lambda: pack_samples(samples, 2048))
-    n = len(rows)
+    texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    backend = tok.backend_tokenizer
+    fast = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    t_wall, t_cpu, _ = best_of(args.repeat, lambda: [fast(texts[i:i + 256], add_special_tokens=False)
+                                                     for i in range(0, n, 256)])
     turns = sum(sum(m["role"] == "assistant" for m in r["messages"]) for r in rows)
     print(f"conversations: {n} ({turns / n:.2f} assistant turns, {sum(len(s.input_ids) for s in samples) / n:.1f} "
           f"tokens each), template={args.template}, verify={bool(args.verify)}, "
@@ -79,6 +84,8 @@ def main() -> None:
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     print(f"  format adapter alone:     {n / a_cpu:>9,.0f} conv/s CPU   {n / a_wall:>9,.0f} conv/s wall")
     print(f"  tokenise+mask (incl. it): {n / e_cpu:>9,.0f} conv/s CPU   {n / e_wall:>9,.0f} conv/s wall")
+    print(f"  tokenizer alone (floor):  {n / t_cpu:>9,.0f} conv/s CPU   {n / t_wall:>9,.0f} conv/s wall"
+          "   (ids of the rendered chats, batches of 256)")
     print(f"  pack:                     {n / p_cpu:>9,.0f} conv/s CPU   {n / p_wall:>9,.0f} conv/s wall")
     print(f"tokenise+mask+pack: {n / (e_cpu + p_cpu):,.0f} conversations/s per core (CPU time), "
           f"{n / (e_wall + p_wall):,.0f} wall ({len(packs)} packs, efficiency {meta['packing_efficiency']:.3f})")

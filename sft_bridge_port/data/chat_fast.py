@@ -66,6 +66,13 @@ class _Shape:
     special_ids: list[int] = field(default_factory=list)
     turns: list[_TurnTokens] = field(default_factory=list)
     audited: bool = False
+    hits: int = 0  # conversations whose ids alone gave the mask
+    misses: int = 0  # ... that needed char offsets
+
+    @property
+    def wants_offsets(self) -> bool:
+        """Over a quarter of misses: tokenising with offsets at once is cheaper than tokenising twice."""
+        return 4 * self.misses > self.hits + self.misses
 
 
 @dataclass
@@ -75,7 +82,7 @@ class _Plan:
     full: str
     shape: _Shape
     offsets: list[int]
-    tails: list[tuple[_Tail, _Tail]]
+    tails: list[tuple[_Tail, _Tail, int]]  # (prompt tail, start tail, content start char) per turn
 
 
 class FastChatPath:
@@ -112,18 +119,29 @@ class FastChatPath:
                 plans.append((n, plan))
         if not plans:
             return out
-        texts = {t for _, p in plans for pair in p.tails for t in pair if isinstance(t, str)}
+        texts = {t for _, p in plans for turn in p.tails for t in turn[:2] if isinstance(t, str)}
         if len(self._tails) + len(texts) > _MAX_TAILS:
             self._tails.clear()
         missing = sorted(texts - self._tails.keys())
-        encodings = self.enc._encode_fast([p.full for _, p in plans] + missing, add_special_tokens=False)
-        for text, e in zip(missing, encodings[len(plans):]):
+        by_ids = [(n, p) for n, p in plans if not p.shape.wants_offsets]
+        by_offsets = [(n, p) for n, p in plans if p.shape.wants_offsets]
+        encodings = self.enc._encode_fast([p.full for _, p in by_ids] + missing, add_special_tokens=False)
+        for text, e in zip(missing, encodings[len(by_ids):]):
             self._tails[text] = e.ids
-        for (n, plan), e in zip(plans, encodings):
+        for (n, plan), e in zip(by_ids, encodings):
             sample = self._sample(plan, e.ids)
+            plan.shape.hits += sample is not None
             if sample is None:  # e.g. a content whose first token merges with the template text before it
-                sample = self._with_offsets(convs[n], plan)
-            out[n] = self._audit(convs[n], plan.shape, sample)
+                plan.shape.misses += 1
+                by_offsets.append((n, plan))
+            else:
+                out[n] = self._audit(convs[n], plan.shape, sample)
+        # with char offsets (shapes that often miss: templates such as Mistral's "[/INST] " + content, where the
+        # space merges into the content's first token) a span starts at the token holding the content's first char
+        encodings = self.enc._backend.encode_batch([p.full for _, p in by_offsets], add_special_tokens=False)
+        for (n, plan), e in zip(by_offsets, encodings):
+            sample = self._sample(plan, e.ids, e)
+            out[n] = self._audit(convs[n], plan.shape, sample or self._with_offsets(convs[n], plan, e))
         return out
 
     def _plan(self, conv: Conversation) -> _Plan | None:
@@ -161,7 +179,7 @@ class FastChatPath:
                 start = t.content.ids
             else:
                 start = self._text(full, offsets, t.content, lead)
-            tails.append((prompt, start))
+            tails.append((prompt, start, t.content.end.at(offsets) + lead))
         return _Plan(full, shape, offsets, tails)
 
     @staticmethod
@@ -210,7 +228,9 @@ class FastChatPath:
     def _tail_ids(self, tail: _Tail) -> list[int]:
         return self._tails[tail] if isinstance(tail, str) else tail
 
-    def _sample(self, plan: _Plan, ids: list[int]) -> EncodedSample | None:
+    def _sample(self, plan: _Plan, ids: list[int], encoding: Any = None) -> EncodedSample | None:
+        """The sample from the ids of ``plan.full`` (None: use the exact method's offsets); with ``encoding`` (char
+        offsets) a span starts at the token holding the content's first char, as in the exact method."""
         bos = self.enc._bos
         if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
             return None  # the exact method reports it
@@ -221,13 +241,18 @@ class FastChatPath:
             return None  # the tokenizer split added tokens differently from the template text
         where = where.tolist()
         spans = []
-        for t, (prompt, start) in zip(shape.turns, plan.tails):
+        for t, (prompt, start, char) in zip(shape.turns, plan.tails):
             a = where[t.prompt.special] if t.prompt.special >= 0 else 0
             tail = self._tail_ids(prompt)
             k = a + len(tail)
             if ids[a:k] != tail:
                 return None  # a merge across the prompt's end: the exact method names it
-            if start is not None:
+            if start is not None and encoding is not None:
+                first = encoding.char_to_token(char)
+                if first is None:
+                    return None
+                spans.append((k, first, where[t.eot]))
+            elif start is not None:
                 a = where[t.content.special] if t.content.special >= 0 else 0
                 tail = self._tail_ids(start)
                 if ids[a:a + len(tail)] != tail:
@@ -242,11 +267,11 @@ class FastChatPath:
             mask[start:eot + 1] = 1
         return self._sample_type(arr, mask)
 
-    def _with_offsets(self, conv: Conversation, plan: _Plan) -> EncodedSample | None:
+    def _with_offsets(self, conv: Conversation, plan: _Plan, encoding: Any = None) -> EncodedSample | None:
         """The exact method's token mapping (char offsets) on the prompts the skeleton located: no extra renders."""
         prompts = [plan.full[:t.prompt.end.at(plan.offsets)] for t in plan.shape.turns]
         try:
-            return self.enc.encode_rendered(conv, plan.full, prompts)
+            return self.enc.encode_rendered(conv, plan.full, prompts, encoding)
         except BadSampleError:
             return None  # the exact method renders and names the reason
 

@@ -186,12 +186,13 @@ class ChatEncoder:
                                      "turn follows (e.g. it drops history reasoning); try reasoning='strip'")
         return self.encode_rendered(conv, full, prompts)
 
-    def encode_rendered(self, conv: Conversation, full: str, prompts: list[str]) -> EncodedSample:
-        """``encode_exact`` after rendering: ``full`` is the conversation's text and ``prompts[n]`` (a prefix of it)
-        the rendered prompt of its n-th assistant turn."""
+    def encode_rendered(self, conv: Conversation, full: str, prompts: list[str], enc: Any = None) -> EncodedSample:
+        """``encode_exact`` after rendering: ``full`` is the conversation's text, ``prompts[n]`` (a prefix of it) the
+        rendered prompt of its n-th assistant turn, ``enc`` the tokenizer's ``Encoding`` of ``full`` if at hand."""
         turns = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         anchors = [self._anchor(p) for p in prompts] if self._verify else []
-        enc = self._backend.encode(full, add_special_tokens=False)  # offsets needed: char -> token
+        if enc is None:
+            enc = self._backend.encode(full, add_special_tokens=False)  # offsets needed: char -> token
         tails = self._encode_fast([p[a:] for p, a in zip(prompts, anchors)], add_special_tokens=False)
         ids = enc.ids
         if self._bos is not None and len(ids) > 1 and ids[0] == ids[1] == self._bos:
