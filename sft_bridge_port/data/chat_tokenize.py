@@ -9,6 +9,10 @@ as an empty ``<think></think>`` is skipped; with ``reasoning="keep"`` it starts 
 the ``<think>`` block is trained) and ends with the first end-of-turn token after the content, inclusive. Nothing
 else is trained: not system/user/tool turns, headers, or what the template writes after the end-of-turn token.
 
+That is ``encode_exact``, the reference. ``encode`` / ``encode_many`` give the same masks ~2x faster: the prompt
+renders are done once per conversation *shape* with placeholder texts (``chat_skeleton``), each conversation is
+rendered once and tokenised in a batch (``chat_fast``); whatever that path cannot place goes to ``encode_exact``.
+
 Example (Llama-3 style; ``^`` marks ``loss_mask == 1``)::
 
     <|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nhi<|eot_id|>

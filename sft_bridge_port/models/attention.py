@@ -264,16 +264,7 @@ class SDPAttention(MegatronModule):
         if left is not None:
             band = _band_mask(seq_len, left, query.device)
             mask = band if mask is None else mask & band
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self._dropout(),
-            is_causal=mask is None,
-            scale=self.softmax_scale,
-            enable_gqa=q.shape[1] != k.shape[1],
-        )
+        out = self._sdpa(q, k, v, mask)
         # [b, h, s, d] -> [s, b, h*d]
         return out.permute(2, 0, 1, 3).reshape(seq_len, batch, -1)
 
@@ -359,6 +350,19 @@ class SDPAttention(MegatronModule):
             return out.reshape(out.shape[0], -1)
         return out.reshape(rows, seq_local, -1).transpose(0, 1)  # [b * s_local, h, d] -> [s_local, b, h*d]
 
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """PyTorch SDPA on [b, h, s, d] inputs: causal unless ``mask`` (True = attend) is given; GQA when k has fewer heads."""
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self._dropout(),
+            is_causal=mask is None,
+            scale=self.softmax_scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
+
     def _use_varlen(self, query: torch.Tensor) -> bool:
         """Fused varlen kernel when torch has it and can express this layer's scale and window."""
         kwargs = _varlen_kwargs()
@@ -389,15 +393,6 @@ class SDPAttention(MegatronModule):
             q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
             doc_left = _window_left(self.config, n) if left is not None else None
             mask = _band_mask(n, doc_left, query.device) if doc_left is not None else None
-            o = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=self._dropout(),
-                is_causal=mask is None,
-                scale=self.softmax_scale,
-                enable_gqa=q.shape[1] != k.shape[1],
-            )
+            o = self._sdpa(q, k, v, mask)
             outs.append(o.squeeze(0).transpose(0, 1))  # [n, h, d]
         return torch.cat(outs, dim=0)

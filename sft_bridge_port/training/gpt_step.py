@@ -66,6 +66,19 @@ def get_batch(data_iterator: Iterator[dict[str, Any]], cfg: Any = None, use_mtp:
     )  # fmt: skip
 
 
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``GPTModel.forward`` for a fetched batch (packed batches add ``packed_seq_params``)."""
+    inputs: dict[str, Any] = {
+        "input_ids": batch["tokens"],
+        "position_ids": batch["position_ids"],
+        "attention_mask": batch["attention_mask"],
+        "labels": batch["labels"],
+    }
+    if batch.get("cu_seqlens") is not None:
+        inputs["packed_seq_params"] = get_packed_seq_params(batch)
+    return inputs
+
+
 def _loss_checks(state: Any) -> tuple[bool, bool]:
     rsm = getattr(getattr(state, "cfg", None), "rerun_state_machine", None)
     if rsm is None:
@@ -93,14 +106,7 @@ def forward_step(
     batch = get_batch_from_iterator(data_iterator, is_first, is_last, state)
     check_nan, check_spiky = _loss_checks(state)
     loss_func = create_masked_next_token_loss_function(batch["loss_mask"], check_nan, check_spiky)
-    forward_args: dict[str, Any] = {
-        "input_ids": batch["tokens"],
-        "position_ids": batch["position_ids"],
-        "attention_mask": batch["attention_mask"],
-        "labels": batch["labels"],
-    }
-    if batch.get("cu_seqlens") is not None:
-        forward_args["packed_seq_params"] = get_packed_seq_params(batch)
+    forward_args = model_inputs(batch)
     if return_schedule_plan:
         plan = model.build_schedule_plan(
             batch["tokens"], batch["position_ids"], batch["attention_mask"],

@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from sft_bridge_port.training.batch import current_device, get_packed_seq_params, real_lengths, select_for_stage, validate_batch
-from sft_bridge_port.training.gpt_step import _loss_checks, stage_roles
+from sft_bridge_port.training.batch import current_device, real_lengths, select_for_stage, validate_batch
+from sft_bridge_port.training.gpt_step import _loss_checks, model_inputs, stage_roles
 from sft_bridge_port.training.losses import create_masked_next_token_loss_function
 
 
@@ -44,15 +44,7 @@ def forward_step(
     device = current_device()
     _, is_last = stage_roles(model)
     selected = select_for_stage(batch, is_first=True, is_last=is_last, device=device)
-    forward_args: dict[str, Any] = {
-        "input_ids": selected["tokens"],
-        "position_ids": selected["position_ids"],
-        "attention_mask": selected["attention_mask"],
-        "labels": selected["labels"],
-        **_visual_kwargs(batch.get("visual_inputs"), device),
-    }
-    if selected.get("cu_seqlens") is not None:
-        forward_args["packed_seq_params"] = get_packed_seq_params(selected)
+    forward_args = {**model_inputs(selected), **_visual_kwargs(batch.get("visual_inputs"), device)}
     check_nan, check_spiky = _loss_checks(state)
     loss_func = create_masked_next_token_loss_function(selected["loss_mask"], check_nan, check_spiky)
     return model(**forward_args), loss_func

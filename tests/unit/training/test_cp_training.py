@@ -9,17 +9,14 @@ lm loss and grad norm equal the single-process run. The same file is the torchru
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.unit.torchrun import run_torchrun
+
 SEQ = 32
 ROWS = [{"input": f"What is {a} plus {b}?", "output": f"{a + b}"} for a in range(10) for b in range(4)]
 
@@ -126,20 +123,7 @@ def _worker(work: Path) -> None:
 
 
 def _launch(work: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "-m", "tests.unit.training.test_cp_training", str(work)]
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the workers too, not only the launcher
-        output, _ = proc.communicate()
-    assert proc.returncode == 0, output[-4000:]
+    run_torchrun("tests.unit.training.test_cp_training", str(work), cwd=work)
 
 
 @pytest.fixture(scope="module")

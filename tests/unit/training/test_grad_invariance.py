@@ -1,21 +1,14 @@
 """The gradient of a global batch must not depend on how it is split into micro-batches or DP ranks."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from sft_bridge_port.utils.dist_context import parallel_context
 from tests.unit.training.grad_split import GLOBAL_BATCH, split_grads
 from tests.unit.training.helpers import collate
+from tests.unit.torchrun import run_torchrun
 
 SPLITS = {"1x4": [GLOBAL_BATCH], "2x2": [GLOBAL_BATCH[:2], GLOBAL_BATCH[2:]], "4x1": [[i] for i in GLOBAL_BATCH]}
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _max_diff(a, b):
@@ -48,20 +41,7 @@ def test_naive_per_microbatch_mean_differs(reference):
 
 def test_two_data_parallel_ranks_match_one_process(reference, tmp_path):
     out = tmp_path / "rank0.pt"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "-m", "tests.unit.training.grad_split", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the workers too, not only the launcher
-        output, _ = proc.communicate()
-    assert proc.returncode == 0, output[-3000:]
+    run_torchrun("tests.unit.training.grad_split", str(out))
     got = torch.load(out, weights_only=True)
     total, grads = reference["1x4"]
     assert torch.allclose(got["total"], total, rtol=1e-6)
