@@ -68,8 +68,11 @@ class SafetensorsReader:
     ...     w = r.get("model.embed_tokens.weight")         # only this tensor is read
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, max_open_files: int | None = None):
+        """``max_open_files`` bounds how many shards stay memory-mapped at once: pages of a mapped file that
+        were read count in the process's RSS until it is unmapped, so a streaming import keeps one open."""
         self.folder = Path(folder)
+        self.max_open_files = max_open_files
         self._file_of: dict[str, str] = {}
         self._handles: dict[str, object] = {}
         for file in self._weight_files():
@@ -99,7 +102,11 @@ class SafetensorsReader:
         raise ValueError(f"{self.folder} contains no *.safetensors weights")
 
     def _open(self, file: str):
-        if file not in self._handles:
+        if file in self._handles:
+            self._handles[file] = self._handles.pop(file)  # most recently used last
+        else:
+            while self.max_open_files and len(self._handles) >= self.max_open_files:
+                del self._handles[next(iter(self._handles))]  # unmaps the least recently used shard
             try:
                 self._handles[file] = safe_open(str(self.folder / file), framework="pt")
             except (SafetensorError, OSError) as exc:
@@ -121,6 +128,12 @@ class SafetensorsReader:
         if name not in self._file_of:
             raise ValueError(f"tensor {name} is missing from {self.folder} (config.json implies it)")
         return self._open(self._file_of[name]).get_tensor(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape from the file header, without reading its data (ValueError when absent)."""
+        if name not in self._file_of:
+            raise ValueError(f"tensor {name} is missing from {self.folder} (config.json implies it)")
+        return tuple(self._open(self._file_of[name]).get_slice(name).get_shape())
 
     def dtype(self, name: str) -> torch.dtype:
         return self.get(name).dtype

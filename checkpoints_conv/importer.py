@@ -29,6 +29,7 @@ from checkpoints_conv.mapping import ModelShape, shape_from_hf_config
 from checkpoints_conv.model_io import build_tp1_model, load_rows, unwrap
 from checkpoints_conv.progress import progress_bar
 from checkpoints_conv.state_dicts import check_no_leftovers
+from checkpoints_conv.stream_save import StreamingUnsupported, check_hf_shapes, save_streaming
 from checkpoints_conv.tables import get_table
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def import_hf_to_megatron(
     folder = resolve_hf_folder(hf_path)
     cfg = read_config(folder)
     table = get_table((cfg.get("architectures") or ["<none>"])[0])
-    with SafetensorsReader(folder) as reader:
+    with SafetensorsReader(folder, max_open_files=1) as reader:
         embed = engine.active_rows(table, shape_from_hf_config(cfg))[0].hf[0]
         dtype = parse_dtype(dtype) or reader.get(embed).dtype
         provider = prepare_provider(folder, tp, pp, dtype)
@@ -109,6 +110,7 @@ def import_hf_to_megatron(
         engine.check_tp_divides(shape, tp)
         engine.check_pp_divides(shape, pp)
         check_no_leftovers(table, shape, reader)
+        check_hf_shapes(table, shape, reader)
         with atomic_directory(megatron_path, overwrite=overwrite) as tmp:
             iter_dir = tmp / iter_dir_name(0)
             _convert_and_save(provider, table, shape, reader, dtype, iter_dir, show_progress)
@@ -119,15 +121,42 @@ def import_hf_to_megatron(
 
 
 def _convert_and_save(provider, table, shape, reader, dtype, iter_dir: Path, show_progress: bool) -> None:
-    from sft_bridge_port.utils.dist_ckpt import save_model_weights
+    """Stream the converted weights into ``iter_dir``: the model is built on ``meta`` only for its sharded
+    state dict (checkpoint keys and shapes); each tensor is converted from the HF files while it is written,
+    so peak memory is one mapped HF shard plus one converted row, not the model.
+
+    ``load_rows`` on a meta model still checks that the table fills every parameter with the right shape.
+    When streaming is unsupported (a megatron-core whose writer API differs, a tensor that is not a view of
+    one parameter) the whole model is built on the CPU, filled and saved instead, with a warning saying why.
+    """
     from sft_bridge_port.utils.dist_context import parallel_context
 
+    bar = progress_bar(show_progress, "import: HF -> megatron")
     with parallel_context(1, 1, backend="gloo"):
-        model = build_tp1_model(provider, shape.padded_vocab_size, dtype)
-        bar = progress_bar(show_progress, "import: HF -> megatron")
-        load_rows(model, table, shape, reader.get, reader.file_of, progress=bar)
-        save_model_weights([model], iter_dir)
+        with torch.device("meta"):
+            model = build_tp1_model(provider, shape.padded_vocab_size, dtype)
+        load_rows(model, table, shape, _meta_reader(reader), reader.file_of)
+        try:
+            save_streaming(model, table, shape, reader, iter_dir, progress=bar)
+            return
+        except StreamingUnsupported as exc:
+            logger.warning("streaming import unavailable (%s): converting with the whole model in memory", exc)
         del model
+        _convert_in_memory(provider, table, shape, reader, dtype, iter_dir, bar)
+
+
+def _convert_in_memory(provider, table, shape, reader, dtype, iter_dir: Path, bar) -> None:
+    """The fallback: a full CPU model filled from HF and saved by megatron (peak memory: the model)."""
+    from sft_bridge_port.utils.dist_ckpt import save_model_weights
+
+    model = build_tp1_model(provider, shape.padded_vocab_size, dtype)
+    load_rows(model, table, shape, reader.get, reader.file_of, progress=bar)
+    save_model_weights([model], iter_dir)
+
+
+def _meta_reader(reader: SafetensorsReader):
+    """HF tensors as meta tensors of their header shape: lets ``load_rows`` check a meta model for free."""
+    return lambda name: torch.empty(reader.shape(name), device="meta")
 
 
 def write_run_config(provider: Any, iter_dir: Path) -> None:

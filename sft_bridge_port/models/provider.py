@@ -194,13 +194,16 @@ class GPTModelProvider(TransformerConfig):
         rotary = getattr(model, "rotary_pos_emb", None)
         if rotary is None or self.position_embedding_type != "rope" or not self.rope_scaling:
             return
-        inv_freq = llama3_scaled_inv_freq(
-            base_inv_freq(self.kv_channels, self.rotary_base, self.rotary_percent),
-            factor=self.rope_scaling_factor,
-            low_freq_factor=self.rope_scaling_low_freq_factor,
-            high_freq_factor=self.rope_scaling_high_freq_factor,
-            original_max_position_embeddings=self.rope_scaling_original_max_position_embeddings,
-        )
+        # Computed on the CPU even when the model is built under ``torch.device("meta")`` (streaming import): the
+        # llama3 scaling needs real values, and the small table is then moved to wherever the model lives.
+        with torch.device("cpu"):
+            inv_freq = llama3_scaled_inv_freq(
+                base_inv_freq(self.kv_channels, self.rotary_base, self.rotary_percent),
+                factor=self.rope_scaling_factor,
+                low_freq_factor=self.rope_scaling_low_freq_factor,
+                high_freq_factor=self.rope_scaling_high_freq_factor,
+                original_max_position_embeddings=self.rope_scaling_original_max_position_embeddings,
+            )
         rotary.inv_freq = inv_freq.to(rotary.inv_freq.device)
 
     def provide_distributed_model(

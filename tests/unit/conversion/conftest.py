@@ -18,6 +18,10 @@ COMMON = dict(
 FAMILIES = {
     "llama_tied": ("LlamaConfig", dict(vocab_size=97, tie_word_embeddings=True)),
     "llama": ("LlamaConfig", dict(vocab_size=100, tie_word_embeddings=False)),
+    # Llama 3.1/3.2 configs all carry llama3 RoPE scaling (exercises the provider's exact RoPE, also on ``meta``).
+    "llama31": ("LlamaConfig", dict(vocab_size=98, tie_word_embeddings=False, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16})),
     "qwen2": ("Qwen2Config", dict(vocab_size=101, tie_word_embeddings=False)),
     "qwen3": ("Qwen3Config", dict(vocab_size=103, head_dim=8, tie_word_embeddings=False)),
     "mistral": ("MistralConfig", dict(vocab_size=99, tie_word_embeddings=False, sliding_window=None, head_dim=8)),
