@@ -1,5 +1,7 @@
 """Model FLOPs of one training step, counted on real tokens, for MFU (the formula every row of bench/ uses).
 
+The arithmetic is the training engine's (``sft_bridge_port.training.flops``), so logged MFU and benchmark MFU agree.
+
     FLOPs = k * N_matmul * T  +  6 * L * (heads * head_dim) * sum_i s_i^2
 
 - ``N_matmul``: weights every token multiplies by (Q, K, V, output projection, MLP, LM head; the embedding
@@ -19,9 +21,12 @@ tokens): N_matmul = 2·(8·4·(2+2) + 2·4·8 + 3·8·16) + 8·10 = 1232, so ful
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Sequence
 
-PEAK_TFLOPS_BF16 = 989.0
+from sft_bridge_port.training import flops as engine_flops
+
+PEAK_TFLOPS_BF16 = engine_flops.PEAK_TFLOPS_BF16["H100"]
 """Dense bf16 tensor-core peak of an H100 SXM (and H200), TFLOP/s: the MFU denominator."""
 
 
@@ -49,22 +54,28 @@ class Dims:
             ffn=cfg["intermediate_size"], vocab=cfg["vocab_size"],
         )  # fmt: skip
 
+    def as_model_config(self) -> SimpleNamespace:
+        """The TransformerConfig fields the training engine's FLOP count reads (one formula for both)."""
+        return SimpleNamespace(
+            num_layers=self.layers, hidden_size=self.hidden, num_attention_heads=self.heads,
+            num_query_groups=self.kv_heads, kv_channels=self.head_dim, ffn_hidden_size=self.ffn,
+            gated_linear_unit=self.gated,
+        )  # fmt: skip
+
 
 def matmul_params(d: Dims) -> int:
     """Weights touched by matrix multiplies per token (attention + MLP of every layer, plus the LM head)."""
-    attn = d.hidden * d.head_dim * (d.heads + 2 * d.kv_heads) + d.heads * d.head_dim * d.hidden
-    mlp = d.hidden * d.ffn * (2 if d.gated else 1) + d.ffn * d.hidden
-    return d.layers * (attn + mlp) + d.hidden * d.vocab
+    return engine_flops.matmul_params(d.as_model_config(), d.vocab)
 
 
 def step_flops(d: Dims, doc_lengths: Sequence[int], mode: str = "sft") -> float:
     """FLOPs of one step over documents of ``doc_lengths`` real tokens (see the module docstring)."""
     if mode not in ("sft", "lora"):
         raise ValueError(f"mode must be 'sft' or 'lora', got {mode!r}")
-    k = 6 if mode == "sft" else 4
-    tokens = sum(doc_lengths)
-    attention = 6 * d.layers * d.heads * d.head_dim * sum(n * n for n in doc_lengths)
-    return float(k * matmul_params(d) * tokens + attention)
+    return engine_flops.step_flops(
+        d.as_model_config(), d.vocab, sum(doc_lengths), sum(n * n for n in doc_lengths),
+        matmul_factor=6 if mode == "sft" else 4,
+    )  # fmt: skip
 
 
 def mfu(flops_per_s: float, peak_tflops: float = PEAK_TFLOPS_BF16) -> float:

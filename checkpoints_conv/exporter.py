@@ -30,9 +30,10 @@ from checkpoints_conv.hf_io import (
 )
 from checkpoints_conv.importer import _require_world_of_one
 from checkpoints_conv.mapping import ModelShape
-from checkpoints_conv.model_io import build_tp1_model, iter_hf_tensors, unwrap
+from checkpoints_conv.model_io import build_tp1_model, iter_hf_tensors
 from checkpoints_conv.progress import progress_bar
 from checkpoints_conv.tables import get_table
+from sft_bridge_port.utils.dist_ckpt import unwrap
 
 EMBEDDING_KEY = "embedding.word_embeddings.weight"
 

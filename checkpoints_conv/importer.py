@@ -26,11 +26,12 @@ import torch
 from checkpoints_conv import engine
 from checkpoints_conv.hf_io import SafetensorsReader, copy_tokenizer, read_config, resolve_hf_folder
 from checkpoints_conv.mapping import ModelShape, shape_from_hf_config
-from checkpoints_conv.model_io import build_tp1_model, load_rows, unwrap
+from checkpoints_conv.model_io import build_tp1_model, load_rows
 from checkpoints_conv.progress import progress_bar
 from checkpoints_conv.state_dicts import check_no_leftovers
 from checkpoints_conv.stream_save import StreamingUnsupported, check_hf_shapes, save_streaming
 from checkpoints_conv.tables import get_table
+from sft_bridge_port.utils.dist_ckpt import unwrap
 
 logger = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,

@@ -13,16 +13,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from checkpoints_conv import engine
+from sft_bridge_port.utils.dist_ckpt import unwrap
 from checkpoints_conv.mapping import ModelShape, Table
 
 EXTRA_STATE = "_extra_state"
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """Strip DDP / Float16Module wrappers (anything with ``.module``) down to the ``GPTModel``."""
-    while hasattr(module, "module") and isinstance(module.module, torch.nn.Module):
-        module = module.module
-    return module
 
 
 def chunk_layers(model: torch.nn.Module) -> dict[int, int]:

@@ -22,6 +22,7 @@ import torch
 
 from sft_bridge_port.peft import adapters
 from sft_bridge_port.peft.module_matcher import ModuleMatcher
+from sft_bridge_port.utils.dist_ckpt import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ def adapter_key_filter(name: str) -> bool:
     ``decoder.layers.0.self_attention.linear_qkv.weight`` -> False.
     """
     return ADAPTER_KEY in f".{name}"
-
-
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    from sft_bridge_port.utils.dist_ckpt import unwrap
-
-    return unwrap(module)
 
 
 def _as_chunks(model: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -88,7 +83,7 @@ class PEFT(ModuleMatcher, abc.ABC):
         Raises:
             ValueError: a ``target_modules`` entry matched nothing, or the model already has adapters.
         """
-        chunks = [_unwrap(c) for c in _as_chunks(model)]
+        chunks = [unwrap(c) for c in _as_chunks(model)]
         matched, count = set(), 0
         for chunk in chunks:
             if any(True for _ in adapters.adapted_modules(chunk)):
@@ -133,7 +128,7 @@ class PEFT(ModuleMatcher, abc.ABC):
 
     def trainable_parameter_names(self, model: torch.nn.Module | Sequence[torch.nn.Module]) -> list[str]:
         """Names of the parameters that train (the adapters), for logging and tests."""
-        return [n for c in _as_chunks(model) for n, p in _unwrap(c).named_parameters() if p.requires_grad]
+        return [n for c in _as_chunks(model) for n, p in unwrap(c).named_parameters() if p.requires_grad]
 
     def set_adapters_enabled(self, model: torch.nn.Module | Sequence[torch.nn.Module], enabled: bool) -> None:
         """Switch every adapter of ``model`` on or off (off = the base model's output)."""
@@ -161,7 +156,7 @@ class PEFT(ModuleMatcher, abc.ABC):
 def iter_adapted(model: torch.nn.Module | Sequence[torch.nn.Module]) -> Iterator[tuple[str, torch.nn.Module]]:
     """``(name, base_module)`` of every adapted layer over all chunks (names are chunk-local)."""
     for chunk in _as_chunks(model):
-        yield from adapters.adapted_modules(_unwrap(chunk))
+        yield from adapters.adapted_modules(unwrap(chunk))
 
 
 def global_named_modules(chunk: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
@@ -202,6 +197,6 @@ def _union_over_pipeline(matched: set[str]) -> set[str]:
 def iter_adapted_global(model: torch.nn.Module | Sequence[torch.nn.Module]) -> Iterator[tuple[str, torch.nn.Module]]:
     """Like :func:`iter_adapted`, with global layer indices in the names (see :func:`global_named_modules`)."""
     for chunk in _as_chunks(model):
-        for name, module in global_named_modules(_unwrap(chunk)):
+        for name, module in global_named_modules(unwrap(chunk)):
             if adapters.is_adapted(module):
                 yield name, module

@@ -34,16 +34,19 @@ def matmul_params(config: Any, vocab_size: int) -> int:
     return config.num_layers * (attn + mlp) + h * vocab_size
 
 
-def step_flops(config: Any, vocab_size: int, num_tokens: int, seqlen_sq_sum: int) -> float:
+def step_flops(
+    config: Any, vocab_size: int, num_tokens: int, seqlen_sq_sum: int, matmul_factor: int = 6
+) -> float:
     """FLOPs of one optimizer step over ``num_tokens`` real tokens whose sub-sequence lengths square-sum to
-    ``seqlen_sq_sum``.
+    ``seqlen_sq_sum``. ``matmul_factor`` is 6 for full training and 4 for LoRA (frozen weights get no weight
+    gradient; Bridge and NeMo count LoRA this way).
 
     >>> step_flops(cfg, vocab_size=128, num_tokens=32, seqlen_sq_sum=2 * 16**2)   # doctest: +SKIP
     """
     heads = config.num_attention_heads
     head_dim = config.kv_channels or config.hidden_size // heads
     attention = 6.0 * config.num_layers * heads * head_dim * seqlen_sq_sum
-    return 6.0 * matmul_params(config, vocab_size) * num_tokens + attention
+    return float(matmul_factor) * matmul_params(config, vocab_size) * num_tokens + attention
 
 
 def peak_tflops() -> float | None:

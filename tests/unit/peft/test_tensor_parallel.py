@@ -7,7 +7,6 @@ loads back to compare. This exercises the real megatron mappings (copy/reduce/ga
 """
 
 import os
-import socket
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ import torch.multiprocessing as mp
 from sft_bridge_port.peft import CanonicalLoRA, DoRA, LoRA, load_adapter_weights, save_adapter_weights
 from sft_bridge_port.utils.dist_context import parallel_context
 from sft_bridge_port.utils.dist_ckpt import load_model_weights, save_model_weights
+from tests.unit.torchrun import free_port
 from tests.unit.peft.helpers import batch, megatron_model, randomize_adapters
 
 SCHEMES = {
@@ -64,12 +64,6 @@ def _tp2_worker(rank: int, port: int, root: str) -> None:
                 torch.save(logits, f"{root}/{scheme}/logits.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU/gloo test")
 def test_tp2_matches_tp1_for_logits_and_adapter_grads(tmp_path):
     tokens, pos = batch()
@@ -85,7 +79,7 @@ def test_tp2_matches_tp1_for_logits_and_adapter_grads(tmp_path):
             logits = _forward_backward(model, tokens, pos)
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if ".adapter." in n}
             want[scheme] = (logits, grads)
-    mp.spawn(_tp2_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_tp2_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     with parallel_context(seed=1):
         for scheme, sp in CASES:
             logits, grads = want[scheme]
