@@ -7,6 +7,11 @@ exactly ``seq`` real tokens (no padding). Each pack becomes a Bridge-format batc
 attend only inside documents, as ``cu_seqlens`` does for us.
 
 Example: lengths 5 and 3 in a pack of 8 -> ``position_ids = [0,1,2,3,4,0,1,2]``, ``cu_seqlens = [[0,5,8]]``.
+
+A micro-batch of several packs (``--packs-per-micro-batch K``) is :func:`join_packs` for us: one THD row of
+``K·seq`` tokens whose documents are exactly the packs' documents, i.e. what a user gets from
+``packed_sequence_size = K·seq`` (our runtime refuses ``micro_batch_size > 1`` for packed data and says so), and
+:func:`stack_packs` for HF: a ``[K, seq]`` batch, so HF's block-causal SDPA masks stay ``seq × seq``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ class Pack:
             "position_ids": self.position_ids(), "cu_seqlens": cu,
             "cu_seqlens_argmin": torch.tensor([[cu.shape[1]]]), "max_seqlen": torch.tensor([[max(self.lengths)]]),
         }  # fmt: skip
+
+
+def join_packs(packs: list[Pack]) -> Pack:
+    """One row holding ``packs`` back to back: same documents, same tokens, ``cu_seqlens`` over all of them."""
+    if len(packs) == 1:
+        return packs[0]
+    return Pack(torch.cat([p.tokens for p in packs], dim=1), [n for p in packs for n in p.lengths])
+
+
+def stack_packs(packs: list[Pack]) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF inputs of a micro-batch: ``input_ids`` and per-document ``position_ids``, both ``[len(packs), seq]``."""
+    return torch.cat([p.tokens for p in packs]), torch.cat([p.position_ids() for p in packs])
 
 
 def document_lengths(total: int, seq: int, seed: int = 0, median: float = 400.0, sigma: float = 0.9) -> list[int]:

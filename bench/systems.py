@@ -1,4 +1,6 @@
-"""The two systems under test, each as ``build(...) -> System`` whose ``step(packs)`` is one optimizer step.
+"""The two systems under test, each as ``build(...) -> System`` whose ``step(micro_batches)`` is one optimizer step.
+
+``micro_batches`` is this rank's list of micro-batches, each a list of packs (:mod:`bench.stream`).
 
 ``ours``: the training engine's own pieces: ``GPTModelProvider`` (fast spec) -> megatron DDP
 (``grad_reduce_in_fp32`` as Bridge's ``bf16_mixed``) -> megatron-core optimizer (Adam, fp32 master weights,
@@ -11,11 +13,12 @@ Bridge-format packed batches. LoRA: ``sft_bridge_port.peft.LoRA()`` applied befo
 
 Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of ours), ``ce_fused``
 (``cross_entropy_loss_fusion=True``), ``compile`` (``torch.compile`` each transformer layer), ``recompute``
-(full activation recompute), ``rope_compile`` (``torch.compile`` the RoPE rotation), ``distopt`` (distributed
-optimizer), ``lce`` (chunked linear cross-entropy, ``linear_ce_chunk_tokens=1024``), ``gaf``
+(full activation recompute), ``distopt`` (distributed optimizer), ``lce`` (chunked linear cross-entropy, ``linear_ce_chunk_tokens=1024``), ``gaf``
 (``gradient_accumulation_fusion``: weight grads GEMM-accumulated into fp32 ``main_grad``), ``swiglu``
 (``bias_activation_fusion``: megatron's torch.compile-d SwiGLU), ``fast`` (= lce+gaf+swiglu), ``bf16grad``
-(``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported).
+(``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported), ``overlap``
+(``overlap_grad_reduce``: data-parallel gradient reduction behind the backward); ``sync_nan``, ``pageable``,
+``eager_rope``: each undoes one round-3 change (see :func:`_runtime_patches`).
 HF: ``hf:compile``, ``hf:flex``, ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
 """
@@ -29,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.stream import Pack
+from bench.stream import Pack, join_packs, stack_packs
 
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -37,7 +40,7 @@ HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 @dataclass
 class System:
     name: str
-    step: Callable[[list[Pack]], Any]
+    step: Callable[[list[list[Pack]]], Any]
     n_trainable: int
     close: Callable[[], None]
 
@@ -83,7 +86,11 @@ def _compile_layers(chunks: list[torch.nn.Module]) -> None:
 
 
 def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: set[str]) -> System:
-    """Our engine, exactly as ``training.setup`` wires it (call inside ``parallel_context()``)."""
+    """Our engine, exactly as ``training.setup`` wires it (call inside ``parallel_context()``).
+
+    ``seq`` is the length of one micro-batch row (packs per micro-batch x pack size); under ``torchrun`` every
+    rank is a data-parallel replica and the global batch is ``micro_batches x world size`` rows.
+    """
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
 
@@ -95,8 +102,10 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
 
     provider = _provider(hf_cfg, seq, variants)
     on_gpu, distopt = torch.cuda.is_available(), "distopt" in variants
+    overlap = "overlap" in variants
     ddp = DistributedDataParallelConfig(
-        grad_reduce_in_fp32="bf16grad" not in variants, use_distributed_optimizer=distopt, average_in_collective=False
+        grad_reduce_in_fp32="bf16grad" not in variants, use_distributed_optimizer=distopt, average_in_collective=False,
+        overlap_grad_reduce=overlap,
     )
     hook = None
     if mode == "lora":
@@ -104,19 +113,13 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
 
         peft = LoRA()
         hook = lambda chunks: peft(chunks, training=True) or chunks  # noqa: E731
-    patch = (
-        _patched(GPTModelProvider, "_move_rope_into_attention", lambda self, model: None)
-        if "mcore_rope" in variants
-        else contextlib.nullcontext()
-    )
-    with patch:
+    patches = contextlib.ExitStack()
+    if "mcore_rope" in variants:
+        patches.enter_context(_patched(GPTModelProvider, "_move_rope_into_attention", lambda self, model: None))
+    with patches:
         model = provider.provide_distributed_model(ddp_config=ddp, pre_wrap_hook=hook)
     if "compile" in variants:
         _compile_layers(model)
-    if "rope_compile" in variants:
-        import sft_bridge_port.models.attention as attention
-
-        attention.apply_rotary = torch.compile(attention.apply_rotary, dynamic=False)
     opt_cfg = OptimizerConfig(
         optimizer="adam", lr=1e-5, min_lr=1e-5, weight_decay=0.0, clip_grad=1.0, bf16=on_gpu,
         params_dtype=provider.params_dtype, use_distributed_optimizer=distopt,
@@ -124,14 +127,48 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
     optimizer = build_optimizer(opt_cfg, model)
     scheduler = build_scheduler(optimizer, SchedulerConfig(lr_decay_style="constant"), opt_cfg, 10**6, micro_batches)
     attach_schedule_hooks(model, optimizer)
-    spec = LoopSpec(micro_batches, 1, micro_batches, seq)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    spec = LoopSpec(micro_batches, 1, micro_batches * world, seq)
     step_fn = functools.partial(forward_step, None)
 
-    def step(packs: list[Pack]):
-        return train_step(step_fn, iter([p.bridge_batch() for p in packs]), model, optimizer, scheduler, spec)
+    def step(batches: list[list[Pack]]):
+        data = iter([join_packs(packs).bridge_batch() for packs in batches])
+        return train_step(step_fn, data, model, optimizer, scheduler, spec)
 
     trainable = sum(p.numel() for p in model[0].parameters() if p.requires_grad)
-    return System("ours", step, trainable, lambda: None)
+    return System("ours", step, trainable, _runtime_patches(variants).close)
+
+
+class _ImmediateLossChecks:
+    """Stand-in for ``losses.deferred_loss_checks``: records nothing, so every micro-batch's check syncs."""
+
+    def __call__(self):
+        return contextlib.nullcontext(self)
+
+    def raise_if_bad(self) -> None:
+        pass
+
+
+def _pageable_copy(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def _runtime_patches(variants: set[str]) -> contextlib.ExitStack:
+    """Switches that act while the system steps (closed by ``System.close``): the A/B of round 3's host-side
+    changes. ``sync_nan``: the per-micro-batch NaN check syncs (Bridge's way); ``pageable``: batches are copied
+    from pageable memory; ``eager_rope``: RoPE without ``torch.compile``."""
+    from sft_bridge_port.models import attention
+    from sft_bridge_port.models.rope import apply_rotary
+    from sft_bridge_port.training import batch, losses
+
+    stack = contextlib.ExitStack()
+    if "sync_nan" in variants:
+        stack.enter_context(_patched(losses, "deferred_loss_checks", _ImmediateLossChecks()))
+    if "pageable" in variants:
+        stack.enter_context(_patched(batch, "_to", _pageable_copy))
+    if "eager_rope" in variants:
+        stack.enter_context(_patched(attention, "apply_rotary_fused", apply_rotary))
+    return stack
 
 
 @contextlib.contextmanager
@@ -171,13 +208,12 @@ def build_hf(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: se
     device = _device()
     autocast = "fp32master" in variants and torch.cuda.is_available()
 
-    def step(packs: list[Pack]):
-        for pack in packs:
-            ids = pack.tokens.to(device, non_blocking=True)
-            pos = pack.position_ids().to(device, non_blocking=True)
+    def step(batches: list[list[Pack]]):
+        for packs in batches:
+            ids, pos = (t.to(device, non_blocking=True) for t in stack_packs(packs))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 loss = forward(input_ids=ids, position_ids=pos, labels=ids).loss
-            (loss / len(packs)).backward()
+            (loss / len(batches)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,10 +1,13 @@
 """Training throughput, side by side: sft-bridge-port (megatron-core) vs HF transformers, same packed batches.
 
     python -m bench.throughput --model llama32_1b --mode sft --seq 4096 --steps 8 --baseline hf
+    torchrun --nproc_per_node 2 -m bench.throughput --model llama3_8b --systems ours:distopt --baseline none
 
 Random weights of the real architecture (built-in configs), the same packed token stream for every system
-(:mod:`bench.stream`), full optimizer steps of ``--micro-batches`` packs each (:mod:`bench.systems`),
-``--warmup`` steps excluded. Prints one JSON line per system, then one ratio line per system against the
+(:mod:`bench.stream`), full optimizer steps of ``--micro-batches`` micro-batches of ``--packs-per-micro-batch``
+packs each, per data-parallel rank (:mod:`bench.systems`), ``--warmup`` steps excluded. Under ``torchrun`` the
+ranks are data-parallel replicas of "ours" (no HF baseline) and rank 0 prints; tokens/s are summed over ranks,
+TFLOP/s and MFU are per GPU, peak memory is the largest rank's. Prints one JSON line per system, then one ratio line per system against the
 baseline; ``--out`` also writes all of it (plus GPU name and versions) to a JSON file.
 
 Reported: ``tokens_per_s`` (real tokens: packs hold no padding), ``tflops_per_gpu`` and ``mfu`` from
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -59,65 +63,95 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of a ``torchrun`` launch; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _max_over_ranks(value: float) -> float:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
 def time_system(system, batches: list, warmup: int) -> tuple[float, float | None]:
-    """(seconds per step, peak GiB or None on CPU) over ``batches[warmup:]``; warm-up steps not timed."""
-    for packs in batches[:warmup]:
-        system.step(packs)
+    """(seconds per step, peak GiB or None on CPU) over ``batches[warmup:]``; warm-up steps not timed.
+
+    ``batches[i]`` is this rank's list of micro-batches of step ``i``. Under ``torchrun`` both figures are the
+    slowest / largest rank's.
+    """
+    for micro_batches in batches[:warmup]:
+        system.step(micro_batches)
     _sync()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for packs in batches[warmup:]:
-        system.step(packs)
+    for micro_batches in batches[warmup:]:
+        system.step(micro_batches)
     _sync()
-    sec = (time.perf_counter() - start) / max(1, len(batches) - warmup)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    sec = _max_over_ranks((time.perf_counter() - start) / max(1, len(batches) - warmup))
+    peak = _max_over_ranks(torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else None
     return sec, peak
 
 
-def _row(label: str, args, dims: Dims, batches: list, sec: float, peak, n_trainable: int) -> dict[str, Any]:
-    lengths = [n for packs in batches for p in packs for n in p.lengths]
-    per_step_flops = step_flops(dims, lengths, args.mode) / len(batches)
-    tokens = sum(lengths) / len(batches)
+def _row(label: str, args, dims: Dims, steps: list, sec: float, peak, n_trainable: int) -> dict[str, Any]:
+    """Figures of one system; ``steps[i]`` holds step ``i``'s packs of every rank (the global batch)."""
+    world = _world()[1]
+    lengths = [n for packs in steps for p in packs for n in p.lengths]
+    per_step_flops = step_flops(dims, lengths, args.mode) / len(steps)
+    tokens = sum(lengths) / len(steps)
+    n_packs = sum(len(packs) for packs in steps)
     return {
-        "system": label, "model": args.model, "mode": args.mode, "seq": args.seq,
-        "micro_batches": args.micro_batches, "timed_steps": args.steps, "ms_per_step": round(sec * 1e3, 2),
-        "tokens_per_s": round(tokens / sec, 1), "tflops_per_gpu": round(per_step_flops / sec / 1e12, 1),
-        "mfu": round(mfu(per_step_flops / sec), 4), "peak_mem_gib": None if peak is None else round(peak, 2),
-        "n_trainable": n_trainable, "docs_per_pack": round(len(lengths) / (len(batches) * args.micro_batches), 2),
+        "system": label, "model": args.model, "mode": args.mode, "seq": args.seq, "gpus": world,
+        "micro_batches": args.micro_batches, "packs_per_micro_batch": args.packs_per_micro_batch,
+        "packs_per_step": n_packs // len(steps), "timed_steps": args.steps, "ms_per_step": round(sec * 1e3, 2),
+        "tokens_per_s": round(tokens / sec, 1), "tflops_per_gpu": round(per_step_flops / sec / world / 1e12, 1),
+        "mfu": round(mfu(per_step_flops / sec / world), 4), "peak_mem_gib": None if peak is None else round(peak, 2),
+        "n_trainable": n_trainable, "docs_per_pack": round(len(lengths) / n_packs, 2),
     }  # fmt: skip
 
 
-def run_one(spec: str, args, hf_cfg: dict, batches: list) -> dict[str, Any]:
-    """Build, time and free one system (``ours``, ``ours:ce_fused+compile``, ``hf:compile`` ...)."""
+def run_one(spec: str, args, hf_cfg: dict, packs: list) -> dict[str, Any]:
+    """Build, time and free one system (``ours``, ``ours:ce_fused+compile``, ``hf:compile`` ...).
+
+    ``packs[step][micro_batch]`` is a list of packs (global: every rank's micro-batches of the step).
+    """
     kind, _, rest = spec.partition(":")
     variants = set(filter(None, rest.split("+")))
     build = {"ours": build_ours, "hf": build_hf}.get(kind)
     if build is None:
         raise ValueError(f"unknown system {spec!r}: use ours[:variants] or hf[:variants]")
-    system = build(hf_cfg, args.seq, args.micro_batches, args.mode, variants)
+    rank, world = _world()
+    if world > 1 and kind != "ours":
+        raise ValueError(f"{spec!r} under torchrun: only 'ours' systems run data-parallel here; pass --baseline none")
+    seq = args.seq * args.packs_per_micro_batch if kind == "ours" else args.seq  # ours: one joined row
+    system = build(hf_cfg, seq, args.micro_batches, args.mode, variants)
     n_trainable = system.n_trainable
+    mine = [step[rank * args.micro_batches : (rank + 1) * args.micro_batches] for step in packs]
     try:
-        sec, peak = time_system(system, batches, args.warmup)
-        if args.profile and kind == "ours":
-            profile(system, batches[-1], Path(args.profile) / f"{spec.replace(':', '_').replace('+', '-')}.txt")
+        sec, peak = time_system(system, mine, args.warmup)
+        if args.profile and kind == "ours" and rank == 0:
+            profile(system, mine[-1], Path(args.profile) / f"{spec.replace(':', '_').replace('+', '-')}.txt")
     finally:
         system.close()
         del system
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return _row(spec, args, Dims.from_hf(hf_cfg), batches[args.warmup :], sec, peak, n_trainable)
+    timed = [[p for mb in step for p in mb] for step in packs[args.warmup :]]
+    return _row(spec, args, Dims.from_hf(hf_cfg), timed, sec, peak, n_trainable)
 
 
-def profile(system, packs, path: Path) -> None:
+def profile(system, micro_batches: list, path: Path) -> None:
     """Top kernels of one step (torch.profiler), written to ``path`` and the first lines printed."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with torch_profile(activities=acts) as prof:
-        system.step(packs)
+        system.step(micro_batches)
         _sync()
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=40)
@@ -148,7 +182,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=4096)
     p.add_argument("--steps", type=int, default=8, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--micro-batches", type=int, default=4, help="packs per optimizer step (grad accumulation)")
+    p.add_argument("--micro-batches", type=int, default=4, help="micro-batches per optimizer step and rank")
+    p.add_argument("--packs-per-micro-batch", type=int, default=1,
+                   help="K packs per micro-batch: ours joins them into one K*seq row (= packed_sequence_size K*seq), "
+                        "HF stacks them into a [K, seq] batch")
     p.add_argument("--baseline", default="hf", help="system spec of the baseline, or 'none'")
     p.add_argument("--systems", default="ours", help="comma-separated system specs besides the baseline")
     p.add_argument("--out", default=None, help="write the rows + environment to this JSON file")
@@ -159,33 +196,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     hf_cfg = model_config(args.model)
-    n_steps = args.warmup + args.steps
-    packs = make_packs(n_steps * args.micro_batches, args.seq, hf_cfg["vocab_size"])
-    batches = [packs[i * args.micro_batches : (i + 1) * args.micro_batches] for i in range(n_steps)]
+    rank, world = _world()
+    n_steps, k = args.warmup + args.steps, args.packs_per_micro_batch
+    per_step = args.micro_batches * world  # micro-batches of one optimizer step, all ranks
+    flat = make_packs(n_steps * per_step * k, args.seq, hf_cfg["vocab_size"])
+    micro = [flat[i * k : (i + 1) * k] for i in range(n_steps * per_step)]
+    packs = [micro[i * per_step : (i + 1) * per_step] for i in range(n_steps)]
     specs = [s for s in args.systems.split(",") if s] + ([] if args.baseline == "none" else [args.baseline])
     from sft_bridge_port.utils.dist_context import parallel_context
 
+    say = _print_json if rank == 0 else (lambda line: None)  # noqa: E731
     rows = []
     for spec in dict.fromkeys(specs):
         try:
             if spec.startswith("ours"):
                 with parallel_context():
-                    rows.append(run_one(spec, args, hf_cfg, batches))
+                    rows.append(run_one(spec, args, hf_cfg, packs))
             else:
-                rows.append(run_one(spec, args, hf_cfg, batches))
-            print(json.dumps(rows[-1]), flush=True)
+                rows.append(run_one(spec, args, hf_cfg, packs))
         except Exception as exc:  # one failing variant must not lose the others' figures
             traceback.print_exc()
             rows.append({"system": spec, "error": f"{type(exc).__name__}: {exc}"[:500]})
-            print(json.dumps(rows[-1]), flush=True)
-    rows += ratios(rows, args.baseline)
-    if args.out:
+        say(rows[-1])
+    rows += ratios(rows, args.baseline, say)
+    if args.out and rank == 0:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"argv": sys.argv, "env": environment(), "rows": rows}, indent=1))
     return rows
 
 
-def ratios(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+def _print_json(line: dict[str, Any]) -> None:
+    print(json.dumps(line), flush=True)
+
+
+def ratios(rows: list[dict[str, Any]], baseline: str, say=_print_json) -> list[dict[str, Any]]:
     """One line per system: its tokens/s and peak memory over the baseline's (same run, same batches)."""
     base = next((r for r in rows if r["system"] == baseline and "error" not in r), None)
     out = []
@@ -196,7 +240,7 @@ def ratios(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
                 "tokens_per_s": round(r["tokens_per_s"] / base["tokens_per_s"], 3)}  # fmt: skip
         if r["peak_mem_gib"] and base["peak_mem_gib"]:
             line["peak_memory"] = round(r["peak_mem_gib"] / base["peak_mem_gib"], 3)
-        print(json.dumps(line), flush=True)
+        say(line)
         out.append(line)
     return out
 

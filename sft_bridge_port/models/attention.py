@@ -48,7 +48,7 @@ from sft_bridge_port.models.context_parallel import (
     expand_keys,
     gather_first_dim,
 )
-from sft_bridge_port.models.rope import RotaryTable, apply_rotary, packed_positions
+from sft_bridge_port.models.rope import RotaryTable, apply_rotary, apply_rotary_fused, packed_positions
 
 _CACHE_ATTR = "_sbp_thd_cache"
 _ROPE_ATTR = "_sbp_rope_cache"
@@ -248,7 +248,8 @@ class SDPAttention(MegatronModule):
         else:
             cos, sin = self.rotary.for_length(query.shape[0], query.device, query.dtype)
             cos, sin = cos[:, None, None], sin[:, None, None]
-        return apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        rotate = apply_rotary_fused if getattr(self.config, "cuda_fast_kernels", False) else apply_rotary
+        return rotate(query, cos, sin), rotate(key, cos, sin)
 
     def _forward_sbhd(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None

@@ -11,6 +11,13 @@ chunk's logits (one extra LM-head GEMM), forms ``(softmax - onehot) * grad`` and
 gradients (the weight gradient in fp32). The arithmetic is megatron's: bf16 logits from the same GEMM, fp32
 softmax, and megatron's treatment of a label outside ``[0, V)`` (see :func:`_lse_and_target`).
 
+With ``gradient_accumulation_fusion`` and megatron DDP the weight gradient goes straight into the fp32
+``main_grad`` buffer, following megatron's own protocol for fused linear layers (``grad_added_to_main_grad``, and
+no dummy gradient at all for a head tied to the embedding on the same stage, whose ``zero_out_wgrad`` makes DDP add
+the embedding's gradient): no ``[V, h]`` fp32 scratch, no cast to bf16, no extra DDP pass over the LM head.
+:func:`default_chunk_tokens` sizes the chunks so one chunk's logits hold about 2^29 elements (4096 tokens for a
+128k vocabulary): fewer, longer weight-gradient GEMMs over the same ``[V, h]`` accumulator.
+
 :class:`ChunkedLossGPTModel` plugs it in where ``GPTModel`` computes the loss when called with ``labels`` (the
 ``[b, s]`` fp32 per-token loss contract is unchanged). It applies only where the result is provably the same as
 megatron's path: tensor-parallel size 1, no multi-token prediction, no fp16 cross entropy, a plain
@@ -31,6 +38,13 @@ import torch
 from megatron.core.models.gpt import GPTModel
 
 _COMPILED: dict[str, Any] = {}
+CHUNK_ELEMENTS = 1 << 29  # logits elements per chunk (1 GiB in bf16) for default_chunk_tokens
+
+
+def default_chunk_tokens(vocab_size: int, minimum: int = 1024, multiple: int = 256) -> int:
+    """Tokens per chunk whose bf16 logits hold about :data:`CHUNK_ELEMENTS` (never fewer than ``minimum``)."""
+    tokens = CHUNK_ELEMENTS // max(1, int(vocab_size))
+    return max(minimum, tokens - tokens % multiple)
 
 
 def _lse_and_target(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,11 +89,32 @@ def _wgrad_accumulate(acc: torch.Tensor, grad_logits: torch.Tensor, hidden: torc
         acc.add_(torch.mm(grad_logits.t(), hidden))
 
 
+def _fused_wgrad_target(weight: torch.Tensor, fuse: bool) -> torch.Tensor | None:
+    """``weight.main_grad`` when the weight gradient should be accumulated there directly (megatron DDP + fusion)."""
+    main_grad = getattr(weight, "main_grad", None) if fuse else None
+    return main_grad if isinstance(main_grad, torch.Tensor) and hasattr(weight, "grad_added_to_main_grad") else None
+
+
+def _dummy_wgrad(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """What autograd gets for a weight whose gradient is already in ``main_grad`` (megatron's fused-linear protocol).
+
+    A head tied to the embedding on this stage (``zero_out_wgrad``): nothing, so the leaf's gradient is the
+    embedding's alone and DDP adds it. Otherwise an uninitialised placeholder plus ``grad_added_to_main_grad``, so
+    DDP's hook fires (bucket bookkeeping) but adds nothing.
+    """
+    if getattr(weight, "zero_out_wgrad", False):
+        return None
+    weight.grad_added_to_main_grad = True
+    return torch.empty(weight.shape, dtype=dtype, device=weight.device)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Per-token CE of ``hidden @ weight.T`` against ``labels``, ``chunk`` tokens at a time (2-D inputs)."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, fuse_wgrad: bool = False
+    ) -> torch.Tensor:
         lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         loss = torch.empty_like(lse)
         fwd = _kernel("fwd")
@@ -87,7 +122,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             end = min(start + chunk, hidden.shape[0])
             lse[start:end], loss[start:end] = fwd(hidden[start:end] @ weight.t(), labels[start:end])
         ctx.save_for_backward(hidden, weight, labels, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.fuse_wgrad = chunk, fuse_wgrad
         return loss
 
     @staticmethod
@@ -95,8 +130,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         hidden, weight, labels, lse = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
+        main_grad = _fused_wgrad_target(weight, ctx.fuse_wgrad) if need_w else None
         acc_dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
-        grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
+        if main_grad is not None:
+            grad_w = main_grad
+        else:
+            grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
         bwd = _kernel("bwd")
         grad_loss = grad_loss.float()
         for start in range(0, hidden.shape[0], ctx.chunk):
@@ -107,16 +146,20 @@ class LinearCrossEntropy(torch.autograd.Function):
                 torch.mm(g, weight, out=grad_h[start:end])
             if need_w:
                 _wgrad_accumulate(grad_w, g, h)
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None
+        if main_grad is not None:
+            return grad_h, _dummy_wgrad(weight, hidden.dtype), None, None, None
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024,
+    fuse_wgrad: bool = False,
 ) -> torch.Tensor:
     """Per-token loss ``[b, s]`` fp32 of ``hidden [s, b, h]`` through the LM head ``weight [V, h]``.
 
     Same values as ``megatron.core.tensor_parallel.vocab_parallel_cross_entropy(hidden @ weight.T, labels.T).T``
-    at tensor-parallel size 1, without the ``[s, b, V]`` logits.
+    at tensor-parallel size 1, without the ``[s, b, V]`` logits. ``fuse_wgrad``: accumulate the weight gradient
+    into megatron DDP's ``weight.main_grad`` (the model passes ``config.gradient_accumulation_fusion``).
 
     Raises:
         ValueError: ``chunk_tokens`` is not positive, or the shapes disagree (names them).
@@ -130,7 +173,7 @@ def linear_cross_entropy(
             f"weight {tuple(weight.shape)} [V, h] do not match"
         )
     flat_labels = labels.transpose(0, 1).reshape(-1).long()
-    loss = LinearCrossEntropy.apply(hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens))
+    loss = LinearCrossEntropy.apply(hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens), bool(fuse_wgrad))
     return loss.view(s, b).transpose(0, 1).contiguous()
 
 
@@ -145,7 +188,8 @@ class ChunkedLossGPTModel(GPTModel):
         if labels is not None and not args and self._chunked_loss_applies(kwargs):
             weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
             weight = self.output_layer.weight if weight is None else weight
-            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens)
+            fuse = bool(getattr(self.config, "gradient_accumulation_fusion", False))
+            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens, fuse)
         return super()._postprocess(hidden_states, input_ids, position_ids, labels, *args, **kwargs)
 
     def _chunked_loss_applies(self, kwargs: dict[str, Any]) -> bool:

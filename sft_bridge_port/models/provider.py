@@ -80,8 +80,10 @@ class GPTModelProvider(TransformerConfig):
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
     ``gradient_accumulation_fusion`` (weight grads GEMM-accumulated into fp32 main_grad), ``bias_activation_fusion``
-    (megatron's fused SwiGLU) and ``linear_ce_chunk_tokens=1024`` (no [tokens, vocab] fp32 logits). Fields a user
-    already turned on are kept; set this to False to keep megatron-core's unfused paths. No effect on CPU."""
+    (megatron's fused SwiGLU) and ``linear_ce_chunk_tokens`` from ``linear_ce.default_chunk_tokens`` (4096 for a
+    128k vocabulary; no [tokens, vocab] fp32 logits); and, for any model on CUDA, RoPE as one ``torch.compile``-d
+    kernel (``rope.apply_rotary_fused``, round 3: +4.5 %). Fields a user already turned on are kept; set this to
+    False to keep megatron-core's unfused paths and eager RoPE. No effect on CPU."""
 
     def __post_init__(self) -> None:
         """Deferred: megatron-core validates eagerly, Bridge validates in ``finalize()`` (see module doc)."""
@@ -272,7 +274,9 @@ class GPTModelProvider(TransformerConfig):
         if self.gated_linear_unit and self.activation_func is F.silu:
             self.bias_activation_fusion = True
         if not self.linear_ce_chunk_tokens:
-            self.linear_ce_chunk_tokens = 1024
+            from sft_bridge_port.models.linear_ce import default_chunk_tokens
+
+            self.linear_ce_chunk_tokens = default_chunk_tokens(self.vocab_size)
 
     def _build_chunks(self, model_type: ModelType) -> list[torch.nn.Module]:
         vpp = self.virtual_pipeline_model_parallel_size

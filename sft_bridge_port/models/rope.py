@@ -14,6 +14,7 @@ the values it read. Same formula as transformers' ``_compute_llama3_parameters``
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -111,3 +112,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     x1, x2 = x_rot.chunk(2, dim=-1)
     out = x_rot * cos + torch.cat((-x2, x1), dim=-1) * sin
     return out if x_pass is None else torch.cat((out, x_pass), dim=-1)
+
+
+_COMPILED_ROTARY: list[Any] = []
+
+
+def apply_rotary_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary` as one ``torch.compile``-d kernel per direction on CUDA tensors (eager elsewhere).
+
+    Eager, RoPE is a slice, a negation, a ``cat``, two broadcast multiplies and an add, each a pass over q or k, and
+    as many again in the backward. bench/ measured the compiled form at +4.5 % tokens/s for Llama-3.2-1B SFT on an
+    H100 (bench/README.md, round 3). Shapes are compiled as they come: a second shape makes the kernel dynamic.
+    """
+    if not x.is_cuda:
+        return apply_rotary(x, cos, sin)
+    if not _COMPILED_ROTARY:
+        _COMPILED_ROTARY.append(torch.compile(apply_rotary))
+    return _COMPILED_ROTARY[0](x, cos, sin)

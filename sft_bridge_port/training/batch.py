@@ -92,7 +92,16 @@ def validate_batch(batch: Mapping[str, Any], required: tuple[str, ...] = REQUIRE
 
 
 def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+    """Copy to ``device`` without stopping the host: a CPU tensor goes through pinned memory first.
+
+    A copy from pageable memory may make CUDA wait for the stream's earlier work (the previous micro-batch's
+    backward) before it starts, which would leave the GPU idle while the next forward is being launched.
+    """
+    if not isinstance(value, torch.Tensor):
+        return value
+    if device.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
+        value = value.pin_memory()
+    return value.to(device, non_blocking=True)
 
 
 def select_for_stage(

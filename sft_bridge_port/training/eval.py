@@ -47,6 +47,8 @@ def evaluate(
     """
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    from sft_bridge_port.training.losses import deferred_loss_checks
+
     forward_backward = get_forward_backward_func()
     total = None
     done = 0
@@ -59,11 +61,13 @@ def evaluate(
                 if len(batches) < num_microbatches:
                     break
                 it = iter(batches) if len(model) == 1 else [iter(batches) for _ in model]
-                losses = forward_backward(
-                    forward_step_func=step_fn, data_iterator=it, model=list(model),
-                    num_microbatches=num_microbatches, seq_length=seq_length,
-                    micro_batch_size=micro_batch_size, decoder_seq_length=seq_length, forward_only=True,
-                )  # fmt: skip
+                with deferred_loss_checks() as loss_checks:
+                    losses = forward_backward(
+                        forward_step_func=step_fn, data_iterator=it, model=list(model),
+                        num_microbatches=num_microbatches, seq_length=seq_length,
+                        micro_batch_size=micro_batch_size, decoder_seq_length=seq_length, forward_only=True,
+                    )  # fmt: skip
+                loss_checks.raise_if_bad()
                 sums = reduce_loss_sums(losses)
                 total = sums if total is None else total + sums
                 done += 1

@@ -20,10 +20,11 @@ Worked example::
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -72,14 +73,63 @@ spike_monitor = LossSpikeMonitor()
 """Process-wide monitor used when ``check_for_spiky_loss=True`` (one per process, like Bridge's rerun machine)."""
 
 
+class DeferredLossCheck:
+    """The NaN/Inf test of every micro-batch loss of one step, kept on the device and read once.
+
+    Bridge tests each micro-batch's loss on the host (its rerun state machine), which stops the host until that
+    micro-batch's forward has run on the GPU: the GPU then idles while the backward's first kernels are launched,
+    once per micro-batch. :func:`deferred_loss_checks` collects the tests instead, and the training step reads them
+    in one sync before the optimizer step, so a bad loss still stops training before any weight changes.
+    """
+
+    def __init__(self) -> None:
+        self.finite: list[torch.Tensor] = []
+        self.nan: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        self.finite.append(torch.isfinite(loss).all())
+        self.nan.append(torch.isnan(loss).any())
+
+    def raise_if_bad(self) -> None:
+        """Raise the check's RuntimeError (naming the first bad micro-batch) if any loss was NaN or Inf."""
+        if not self.finite:
+            return
+        finite = torch.stack(self.finite).cpu()
+        if bool(finite.all()):
+            return
+        index = int((~finite).nonzero()[0, 0])
+        _raise_non_finite("NaN" if bool(self.nan[index]) else "Inf", f" (micro-batch {index} of this step)")
+
+
+_DEFERRED: list[DeferredLossCheck] = []
+
+
+@contextlib.contextmanager
+def deferred_loss_checks() -> Iterator[DeferredLossCheck]:
+    """Inside the block, ``check_for_nan_in_loss`` records instead of syncing; call ``raise_if_bad()`` after it."""
+    check = DeferredLossCheck()
+    _DEFERRED.append(check)
+    try:
+        yield check
+    finally:
+        _DEFERRED.remove(check)
+
+
+def _raise_non_finite(kind: str, where: str = "") -> None:
+    raise RuntimeError(
+        f"found {kind} in local forward loss calculation{where}. The model diverged or the batch is malformed; lower "
+        "optimizer.lr, check the data, or set rerun_state_machine.check_for_nan_in_loss=False to skip this check."
+    )
+
+
 def _check_finite(loss: torch.Tensor) -> None:
-    # One host sync per micro-batch when enabled, as in Bridge (its rerun state machine does the same test).
+    if _DEFERRED:  # the training step reads it once, before the optimizer step
+        _DEFERRED[-1].add(loss)
+        return
+    # One host sync per micro-batch, as in Bridge (its rerun state machine does the same test).
     if not bool(torch.isfinite(loss).all()):
-        kind = "NaN" if bool(torch.isnan(loss).any()) else "Inf"
-        raise RuntimeError(
-            f"found {kind} in local forward loss calculation. The model diverged or the batch is malformed; lower "
-            "optimizer.lr, check the data, or set rerun_state_machine.check_for_nan_in_loss=False to skip this check."
-        )
+        _raise_non_finite("NaN" if bool(torch.isnan(loss).any()) else "Inf")
 
 
 def masked_next_token_loss(

@@ -52,19 +52,25 @@ def train_step(
     """One optimizer step over ``spec.num_microbatches`` micro-batches.
 
     Returns ``(tensor([loss_sum, num_tokens]) summed over micro-batches and DP ranks, grad norm, skipped)``.
-    The loss tensor stays on the device: nothing here waits for the GPU except megatron's own grad-norm.
+    The loss tensor stays on the device. The host waits for the GPU once, after the backward: the NaN/Inf loss
+    checks of all micro-batches (:func:`~sft_bridge_port.training.losses.deferred_loss_checks`), then megatron's
+    grad norm.
     """
     from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from sft_bridge_port.training.losses import deferred_loss_checks
 
     for chunk in model:
         if hasattr(chunk, "zero_grad_buffer"):
             chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    losses = get_forward_backward_func()(
-        forward_step_func=step_fn, data_iterator=data_iterator, model=list(model),
-        num_microbatches=spec.num_microbatches, seq_length=spec.seq_length,
-        micro_batch_size=spec.micro_batch_size, decoder_seq_length=spec.seq_length, forward_only=False,
-    )  # fmt: skip
+    with deferred_loss_checks() as loss_checks:
+        losses = get_forward_backward_func()(
+            forward_step_func=step_fn, data_iterator=data_iterator, model=list(model),
+            num_microbatches=spec.num_microbatches, seq_length=spec.seq_length,
+            micro_batch_size=spec.micro_batch_size, decoder_seq_length=spec.seq_length, forward_only=False,
+        )  # fmt: skip
+    loss_checks.raise_if_bad()  # before the optimizer step: a NaN loss changes no weight
     update_successful, grad_norm, _ = optimizer.step()
     if update_successful:
         scheduler.step(increment=spec.global_batch_size)

@@ -12,3 +12,14 @@ def test_linear_ce_variant_and_hf_fp32_master_run():
     assert set(systems) == {"ours:lce", "hf:fp32master"}
     assert not any("error" in r for r in systems.values()), systems
     assert all(r["tokens_per_s"] > 0 for r in systems.values())
+
+
+def test_ab_variants_run_and_are_undone_when_the_system_closes():
+    from sft_bridge_port.models import attention
+    from sft_bridge_port.training import batch, losses
+
+    before = (losses.deferred_loss_checks, batch._to, attention.apply_rotary_fused)
+    rows = main(["--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1", "--micro-batches", "2",
+                 "--systems", "ours:sync_nan+pageable+eager_rope", "--baseline", "none"])
+    assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
+    assert (losses.deferred_loss_checks, batch._to, attention.apply_rotary_fused) == before

@@ -72,3 +72,37 @@ def test_harness_lora_mode_trains_only_adapters():
                  "--micro-batches", "1", "--systems", "ours", "--baseline", "none"])
     (row,) = rows
     assert "error" not in row and 0 < row["n_trainable"] < 90_000
+
+
+def test_joined_packs_keep_their_documents_and_hf_gets_the_same_rows():
+    from bench.stream import join_packs, stack_packs
+
+    a, b = make_packs(2, 256, vocab=50, seed=3)
+    joined = join_packs([a, b]).bridge_batch()
+    cu = joined["cu_seqlens"][0].tolist()
+    assert joined["tokens"].shape == (1, 512) and cu[-1] == 512
+    assert [y - x for x, y in zip(cu[:-1], cu[1:])] == a.lengths + b.lengths  # no document crosses the join
+    ids, pos = stack_packs([a, b])
+    assert torch.equal(ids.reshape(1, -1), joined["tokens"]) and torch.equal(pos.reshape(1, -1), joined["position_ids"])
+
+
+def test_packs_per_micro_batch_counts_every_pack_once():
+    rows = main(["--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1", "--micro-batches", "2",
+                 "--packs-per-micro-batch", "2", "--systems", "ours", "--baseline", "hf"])
+    systems = {r["system"]: r for r in rows if "system" in r}
+    assert not any("error" in r for r in systems.values()), systems
+    for r in systems.values():
+        assert r["packs_per_step"] == 4 and r["packs_per_micro_batch"] == 2 and r["gpus"] == 1
+        assert r["tokens_per_s"] == pytest.approx(4 * 128 / (r["ms_per_step"] / 1e3), rel=1e-2)
+
+
+def test_data_parallel_run_under_torchrun(tmp_path):
+    from tests.unit.torchrun import run_torchrun
+
+    out = tmp_path / "dp.json"
+    run_torchrun("bench.throughput", "--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1",
+                 "--micro-batches", "2", "--systems", "ours:distopt+overlap", "--baseline", "none", "--out", str(out))
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "error" not in row, row
+    assert row["gpus"] == 2 and row["packs_per_step"] == 4  # 2 micro-batches on each of 2 ranks
+    assert row["tokens_per_s"] == pytest.approx(4 * 128 / (row["ms_per_step"] / 1e3), rel=1e-2)

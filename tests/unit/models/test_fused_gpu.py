@@ -1,4 +1,7 @@
-"""GPU (bf16, megatron DDP) checks of the fusion switches: the same loss and main_grads as the unfused model."""
+"""GPU (bf16, megatron DDP) checks of the fusion switches: the same loss and main_grads as the unfused model.
+
+The reference has ``cuda_fast_kernels=False`` (megatron-core's paths, eager RoPE and norms); each switch is then
+checked alone, and ``{}`` is what users get by default (every fusion, compiled RoPE and RMSNorm)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from sft_bridge_port.utils.dist_ckpt import unwrap
 pytestmark = pytest.mark.gpu
 SHAPE = {"hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4, "num_key_value_heads": 2}
 FAST = {"linear_ce_chunk_tokens": 64, "gradient_accumulation_fusion": True, "bias_activation_fusion": True}
+ALONE = {"cuda_fast_kernels": False}
 
 
 def _loss_and_main_grads(hf_dir, state, ids, **overrides):
@@ -31,13 +35,16 @@ def _loss_and_main_grads(hf_dir, state, ids, **overrides):
 
 
 @pytest.mark.parametrize("tied", [True, False])
-@pytest.mark.parametrize("overrides", [{"linear_ce_chunk_tokens": 64}, {"gradient_accumulation_fusion": True}, FAST])
+@pytest.mark.parametrize(
+    "overrides",
+    [{"linear_ce_chunk_tokens": 64, **ALONE}, {"gradient_accumulation_fusion": True, **ALONE}, {**FAST, **ALONE}, {}],
+)
 def test_fusions_keep_loss_and_main_grads(tmp_path, tied, overrides):
     hf_dir = make_tiny_hf_model(tmp_path, "llama", tie_word_embeddings=tied, **SHAPE)
     torch.manual_seed(0)
     ids = torch.randint(0, 256, (2, 200), device="cuda")
     with parallel_context():
-        ref_loss, ref_grads, state = _loss_and_main_grads(hf_dir, None, ids)
+        ref_loss, ref_grads, state = _loss_and_main_grads(hf_dir, None, ids, **ALONE)
     with parallel_context():
         loss, grads, _ = _loss_and_main_grads(hf_dir, state, ids, **overrides)
     assert loss.dtype == torch.float32 and loss.shape == (2, 200)

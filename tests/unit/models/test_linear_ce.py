@@ -89,3 +89,60 @@ def test_provider_rejects_negative_chunk(tmp_path):
     provider = get_provider(make_tiny_hf_model(tmp_path, "llama"), linear_ce_chunk_tokens=-1)
     with pytest.raises(ValueError, match="linear_ce_chunk_tokens"):
         provider.finalize()
+
+
+def _head_with_main_grad(vocab: int, h: int, **attrs) -> torch.Tensor:
+    """A head weight carrying what megatron DDP gives a parameter: ``main_grad`` and ``grad_added_to_main_grad``."""
+    weight = torch.randn(vocab, h, requires_grad=True)
+    weight.main_grad = torch.ones(vocab, h)
+    weight.grad_added_to_main_grad = False
+    for key, value in attrs.items():
+        setattr(weight, key, value)
+    return weight
+
+
+def test_fused_wgrad_accumulates_into_main_grad_with_megatrons_protocol():
+    torch.manual_seed(2)
+    hidden = torch.randn(6, 1, 8, requires_grad=True)
+    labels = torch.randint(0, 12, (1, 6))
+    weight = _head_with_main_grad(12, 8)
+    ref_gw = torch.autograd.grad(_reference(hidden, weight, labels).sum(), weight)[0]
+    out = linear_cross_entropy(hidden, weight, labels, chunk_tokens=4, fuse_wgrad=True)
+    out.sum().backward()
+    torch.testing.assert_close(weight.main_grad, 1 + ref_gw, rtol=1e-5, atol=1e-5)  # accumulated, not overwritten
+    assert weight.grad_added_to_main_grad is True  # DDP's hook then skips its own add
+    assert weight.grad is not None and weight.grad.shape == weight.shape  # so DDP's hook still fires
+
+
+def test_fused_wgrad_of_a_tied_head_leaves_the_embedding_gradient_to_ddp():
+    torch.manual_seed(3)
+    ids = torch.tensor([[1, 5, 5, 2]])
+    weight = _head_with_main_grad(12, 8, zero_out_wgrad=True)  # megatron marks a same-stage tied head so
+    labels = torch.randint(0, 12, (1, 4))
+    embed = lambda: torch.nn.functional.embedding(ids, weight).transpose(0, 1)  # noqa: E731  [s, b, h], same weight
+    head_only = torch.autograd.grad(_reference(embed().detach(), weight, labels).sum(), weight)[0]
+    total = torch.autograd.grad(_reference(embed(), weight, labels).sum(), weight)[0]
+    out = linear_cross_entropy(embed(), weight, labels, chunk_tokens=3, fuse_wgrad=True)
+    out.sum().backward()
+    torch.testing.assert_close(weight.main_grad, 1 + head_only, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad, total - head_only, rtol=1e-5, atol=1e-5)  # the embedding's part only
+    assert weight.grad_added_to_main_grad is False  # DDP adds weight.grad (zero_out_wgrad) into main_grad
+
+
+def test_fused_wgrad_without_ddp_attributes_is_the_plain_gradient():
+    torch.manual_seed(4)
+    hidden = torch.randn(5, 2, 8, requires_grad=True)
+    weight = torch.randn(9, 8, requires_grad=True)
+    labels = torch.randint(0, 9, (2, 5))
+    ref_gw = torch.autograd.grad(_reference(hidden, weight, labels).sum(), weight)[0]
+    gw = torch.autograd.grad(linear_cross_entropy(hidden, weight, labels, 4, fuse_wgrad=True).sum(), weight)[0]
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-5, atol=1e-5)
+
+
+def test_default_chunk_tokens_bounds_the_logits_of_one_chunk():
+    from sft_bridge_port.models.linear_ce import CHUNK_ELEMENTS, default_chunk_tokens
+
+    assert default_chunk_tokens(128_256) == 4096  # Llama 3: 4096 x 128256 bf16 logits = 1.0 GiB
+    assert default_chunk_tokens(151_936) == 3328  # Qwen: multiple of 256 under the budget
+    assert default_chunk_tokens(151_936) * 151_936 <= CHUNK_ELEMENTS
+    assert default_chunk_tokens(4_000_000) == 1024  # never below the minimum

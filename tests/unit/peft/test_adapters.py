@@ -144,3 +144,26 @@ def test_exclude_modules_adapts_every_other_parallel_linear():
         peft([model])
         adapted = sorted({n.split(".adapter.")[0].rsplit(".", 1)[-1] for n in peft.trainable_parameter_names([model])})
         assert adapted == ["linear_fc1", "linear_proj", "linear_qkv"]
+
+
+@pytest.mark.parametrize("mode", ["column", "row"])
+def test_fused_addmm_output_equals_output_plus_delta_values_and_grads(mode):
+    from sft_bridge_port.peft.adapters import LoRAAdapter, ParallelLayout
+
+    torch.manual_seed(5)
+    layout = ParallelLayout(mode, 1, 0, None, False, False, in_local=6, out_local=5)
+    adapter = LoRAAdapter(layout, dim=3, alpha=7.0)
+    torch.nn.init.normal_(adapter.linear_out.weight)  # B = 0 at init would hide a wrong scale
+    x = torch.randn(4, 2, 6, requires_grad=True)
+    y = torch.randn(4, 2, 5, requires_grad=True)
+    assert adapter._fusable(y)
+    fused, bias = adapter(None, x, (y, None))
+    expected = y + adapter.delta(x)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    assert bias is None
+    grads = torch.autograd.grad(fused.square().sum(), (x, y, adapter.linear_in.weight, adapter.linear_out.weight))
+    ref = torch.autograd.grad(expected.square().sum(), (x, y, adapter.linear_in.weight, adapter.linear_out.weight))
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    adapter.dropout_position, adapter.dropout.p = "post", 0.5  # post-dropout: the unfused sum
+    assert not adapter._fusable(y)

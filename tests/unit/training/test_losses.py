@@ -81,3 +81,19 @@ def test_factory_binds_mask_and_flags():
     fn = create_masked_next_token_loss_function(torch.tensor([[1.0, 0.0]]), check_for_nan_in_loss=False)
     loss, num_tokens, _ = fn(torch.tensor([[3.0, float("nan")]]))
     assert loss.item() == 3.0 and num_tokens.item() == 1
+
+
+def test_deferred_checks_record_instead_of_syncing_and_name_the_micro_batch():
+    from sft_bridge_port.training.losses import deferred_loss_checks
+
+    with deferred_loss_checks() as checks:
+        masked_next_token_loss(torch.ones(1, 2), torch.tensor([[1.0, 2.0]]))
+        masked_next_token_loss(torch.ones(1, 2), torch.tensor([[1.0, float("inf")]]))  # no raise inside the block
+        masked_next_token_loss(torch.ones(1, 2), torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(RuntimeError, match=r"found Inf in local forward loss calculation \(micro-batch 1 of this step\)"):
+        checks.raise_if_bad()
+    with deferred_loss_checks() as fine:
+        masked_next_token_loss(torch.ones(1, 2), torch.tensor([[1.0, 2.0]]))
+    fine.raise_if_bad()  # all finite: nothing raised
+    with pytest.raises(RuntimeError, match="found NaN"):  # outside a block the check is immediate again
+        masked_next_token_loss(torch.ones(1, 2), torch.tensor([[float("nan"), 1.0]]))
