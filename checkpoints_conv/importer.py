@@ -5,7 +5,8 @@ Output layout (as Megatron-Bridge's ``import_ckpt``)::
     <megatron_path>/
       latest_checkpointed_iteration.txt     # "0"
       iter_0000000/
-        .metadata, __0_0.distcp, common.pt, metadata.json   # dist_checkpointing (torch_dist), key "model"
+        .metadata, __0_0.distcp, metadata.json, common.pt   # dist_checkpointing (torch_dist), key "model";
+                                                            # common.pt only from megatron-core < 0.19
         run_config.yaml                                      # model: the provider (_target_ style)
         tokenizer/                                           # tokenizer files copied from the HF folder
 

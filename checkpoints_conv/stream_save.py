@@ -28,19 +28,36 @@ class StreamingUnsupported(Exception):
     """This model or megatron-core version cannot be streamed; the caller falls back to a full CPU model."""
 
 
+def _writer_lookup_module() -> Any | None:
+    """The module whose ``FileSystemWriterAsync`` attribute this megatron-core's torch_dist save reads, or None.
+
+    megatron-core 0.16 imports the class into ``strategies.torch`` at import time; 0.19 imports it from
+    ``strategies.filesystem_async`` each time it saves (``_import_mcore_async``). Patching that attribute swaps in
+    the streaming writer in either case.
+    """
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+    from megatron.core.dist_checkpointing.strategies import torch as torch_strategy
+
+    if getattr(torch_strategy, "FileSystemWriterAsync", None) is filesystem_async.FileSystemWriterAsync:
+        return torch_strategy
+    if callable(getattr(torch_strategy, "_import_mcore_async", None)):
+        return filesystem_async
+    return None
+
+
 def streaming_unsupported_reason() -> str | None:
     """Why this megatron-core's torch_dist save cannot take the streaming writer, or None when it can.
 
-    The writer is swapped by name in ``strategies.torch`` and reuses ``write_preloaded_data`` (megatron-core
-    0.16's and newer releases' API); a release that changed either would write meta tensors, so refuse it.
+    The writer is swapped where the strategy looks it up (:func:`_writer_lookup_module`) and reuses
+    ``write_preloaded_data`` (the API of megatron-core 0.16 through 0.19); a release that changed either would
+    write meta tensors, so refuse it.
     """
     import inspect
 
-    from megatron.core.dist_checkpointing.strategies import torch as torch_strategy
     from megatron.core.dist_checkpointing.strategies.filesystem_async import FileSystemWriterAsync
 
-    if getattr(torch_strategy, "FileSystemWriterAsync", None) is not FileSystemWriterAsync:
-        return "megatron-core's torch_dist strategy no longer builds FileSystemWriterAsync by name"
+    if _writer_lookup_module() is None:
+        return "megatron-core's torch_dist strategy builds its writer in a way this version does not know"
     want = ["transform_list", "local_proc_idx", "write_bucket", "results_queue", "count_queue", "use_fsync"]
     params = list(inspect.signature(getattr(FileSystemWriterAsync, "write_preloaded_data", lambda: None)).parameters)
     if params[:6] != want:
@@ -206,7 +223,6 @@ def save_streaming(
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import apply_factories
     from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
-    from megatron.core.dist_checkpointing.strategies import torch as torch_strategy
     from sft_bridge_port.utils.dist_ckpt import model_sharded_state_dict
 
     reason = streaming_unsupported_reason()
@@ -218,5 +234,5 @@ def save_streaming(
     Path(iter_dir).mkdir(parents=True, exist_ok=True)
     strategy = get_default_save_sharded_strategy()
     # The torch_dist strategy constructs FileSystemWriterAsync by name; swap in the streaming writer.
-    with mock.patch.object(torch_strategy, "FileSystemWriterAsync", _writer_class(source, progress)):
+    with mock.patch.object(_writer_lookup_module(), "FileSystemWriterAsync", _writer_class(source, progress)):
         dist_checkpointing.save(sharded, str(iter_dir), sharded_strategy=strategy)

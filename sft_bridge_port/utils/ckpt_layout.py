@@ -6,7 +6,7 @@ A checkpoint root looks like this (Megatron-Bridge v0.5, torch_dist)::
       latest_checkpointed_iteration.txt   # "50": the newest complete iteration (Megatron-LM tracker)
       latest_train_state.pt               # copy of the newest iter_*/train_state.pt (Bridge tracker)
       iter_0000050/
-        .metadata, __0_0.distcp, common.pt, metadata.json   # megatron-core dist_checkpointing
+        .metadata, __0_0.distcp, metadata.json, common.pt   # megatron-core dist_checkpointing (common.pt: < 0.19)
         run_config.yaml                                      # ConfigContainer.to_yaml()
         train_state.pt                                       # TrainState (step, consumed samples, ...)
         tokenizer/                                           # tokenizer.save_pretrained()
@@ -27,6 +27,19 @@ from pathlib import Path
 from typing import Iterator
 
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
+LEGACY_COMMON_FILE = "common.pt"
+
+
+def dist_checkpoint_files() -> frozenset[str]:
+    """The files megatron-core's torch_dist save writes into an iteration folder, besides the ``.distcp`` shards.
+
+    ``common.pt`` holds the non-sharded state in megatron-core 0.16; 0.19 stores that state inside the DCP files
+    instead (it still reads a legacy ``common.pt``, but 0.16 cannot read a checkpoint written without one).
+    """
+    from megatron.core.dist_checkpointing import serialization
+
+    in_dcp = hasattr(serialization, "_legacy_common_state_exists")  # 0.19: common state inside the DCP files
+    return frozenset({".metadata", "metadata.json"} | (set() if in_dcp else {LEGACY_COMMON_FILE}))
 TRAIN_STATE_FILE = "train_state.pt"
 LATEST_TRAIN_STATE_FILE = "latest_train_state.pt"
 CONFIG_FILE = "run_config.yaml"

@@ -11,6 +11,7 @@ import pytest
 from sft_bridge_port import stages
 from sft_bridge_port.cli import main
 from sft_bridge_port.config import ConfigContainer
+from tests.unit.torchrun import repo_pythonpath
 
 CALLS: list[tuple] = []
 REPO = Path(__file__).resolve().parents[2]
@@ -133,6 +134,6 @@ def test_demo_missing_module_exits_2(monkeypatch, capsys):
 
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "sft_bridge_port", "recipes"], cwd=REPO, capture_output=True,
-                            text=True, timeout=600, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                            text=True, timeout=600, env={"PYTHONPATH": repo_pythonpath(), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "tiny_llama_sft" in result.stdout

@@ -12,6 +12,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def repo_pythonpath() -> str:
+    """``PYTHONPATH`` for a child process: the repository first, then the caller's own entries (site dirs such as
+    the device machine's ``/tmp/site`` that holds megatron-core)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for ``--master_port``)."""
     with socket.socket() as sock:
@@ -25,7 +31,7 @@ def run_torchrun(module: str, *args: str, nproc: int = 2, cwd: Path = REPO, time
     On a timeout the whole process group (launcher and workers) is killed, so a hung collective cannot outlive the
     test; the generous default leaves room for a loaded 2-core CI machine.
     """
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath(), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
            "-m", module, *args]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

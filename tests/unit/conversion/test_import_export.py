@@ -10,6 +10,7 @@ import yaml
 
 from checkpoints_conv import AutoBridge, export_megatron_to_hf, import_hf_to_megatron, verify
 from checkpoints_conv.exporter import stored_embedding
+from sft_bridge_port.utils import ckpt_layout
 from tests.unit.conversion.conftest import FAMILIES, assert_same_state, hf_state, make_hf_model, save_tiny_tokenizer
 
 
@@ -44,7 +45,8 @@ def test_checkpoint_layout_and_provider(tmp_path):
     root = import_hf_to_megatron(src, tmp_path / "ckpt", tp=2, pp=2, show_progress=False)
     assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "0"
     it = root / "iter_0000000"
-    assert {".metadata", "common.pt", "metadata.json", "run_config.yaml", "tokenizer"} <= {p.name for p in it.iterdir()}
+    expected = ckpt_layout.dist_checkpoint_files() | {"run_config.yaml", "tokenizer"}
+    assert expected <= {p.name for p in it.iterdir()}
     assert (it / "tokenizer" / "tokenizer.json").is_file() and (it / "tokenizer" / "tokenizer_config.json").is_file()
     model = yaml.safe_load((it / "run_config.yaml").read_text())["model"]
     assert model["_target_"] == "sft_bridge_port.models.provider.GPTModelProvider"

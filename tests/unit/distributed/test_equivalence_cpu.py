@@ -18,6 +18,7 @@ import pytest
 
 from tests.distributed.compare import TOLERANCES, build_report, load_results
 from tests.distributed.runs import LAYOUTS
+from tests.unit.torchrun import repo_pythonpath
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "tests" / "distributed" / "equivalence.py"
@@ -28,7 +29,7 @@ TWO_PROC = ("dp2", "tp2_sp", "pp2", "dp2_distopt", "resume_pp2")
 
 def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, object]:
     env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}  # set by the in-process prepare's world of one
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    env.update(PYTHONPATH=repo_pythonpath(), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     out = open(log, "w")
     return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True), out

@@ -69,7 +69,7 @@ def test_checkpoint_folder_layout(runs):
     assert ckpt_layout.list_iterations(ckpt) == [10, 20, 30]
     assert ckpt_layout.read_tracker(ckpt) == 30
     it = ckpt / "iter_0000030"
-    for name in (".metadata", "common.pt", "metadata.json", "train_state.pt", "run_config.yaml"):
+    for name in sorted(ckpt_layout.dist_checkpoint_files() | {"train_state.pt", "run_config.yaml"}):
         assert (it / name).exists(), name
     ts = torch.load(it / "train_state.pt", weights_only=True)
     assert int(ts["step"]) == 30 and int(ts["consumed_train_samples"]) == 120

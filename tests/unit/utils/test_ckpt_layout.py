@@ -57,3 +57,15 @@ def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
         (tmp / "done").write_text("x")
     assert (target / "done").exists()
     assert L.list_iterations(tmp_path) == [5]
+
+
+def test_dist_checkpoint_files_follow_the_installed_megatron_core():
+    import megatron.core
+
+    files = L.dist_checkpoint_files()
+    assert {".metadata", "metadata.json"} <= files
+    version = tuple(int(x) for x in megatron.core.__version__.split(".")[:2])
+    if version <= (0, 16):
+        assert "common.pt" in files  # 0.16 writes the legacy common file
+    if version >= (0, 19):
+        assert "common.pt" not in files  # 0.19 keeps the common state inside the DCP files
