@@ -83,23 +83,20 @@ class DeferredLossCheck:
     """
 
     def __init__(self) -> None:
-        self.finite: list[torch.Tensor] = []
-        self.nan: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []  # each micro-batch's summed loss, kept as it is (no kernel here)
 
     def add(self, loss: torch.Tensor) -> None:
-        loss = loss.detach()
-        self.finite.append(torch.isfinite(loss).all())
-        self.nan.append(torch.isnan(loss).any())
+        self.losses.append(loss.detach().reshape(1))
 
     def raise_if_bad(self) -> None:
         """Raise the check's RuntimeError (naming the first bad micro-batch) if any loss was NaN or Inf."""
-        if not self.finite:
+        if not self.losses:
             return
-        finite = torch.stack(self.finite).cpu()
-        if bool(finite.all()):
-            return
-        index = int((~finite).nonzero()[0, 0])
-        _raise_non_finite("NaN" if bool(self.nan[index]) else "Inf", f" (micro-batch {index} of this step)")
+        values = torch.cat(self.losses).cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if bad.numel():
+            index = int(bad[0, 0])
+            _raise_non_finite("NaN" if bool(values[index].isnan()) else "Inf", f" (micro-batch {index} of this step)")
 
 
 _DEFERRED: list[DeferredLossCheck] = []
