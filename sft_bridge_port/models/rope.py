@@ -13,6 +13,7 @@ the values it read. Same formula as transformers' ``_compute_llama3_parameters``
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -114,7 +115,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out if x_pass is None else torch.cat((out, x_pass), dim=-1)
 
 
-_COMPILED_ROTARY: list[Any] = []
+@functools.cache
+def _compiled_rotary() -> Any:
+    return torch.compile(apply_rotary)
 
 
 def apply_rotary_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -126,6 +129,4 @@ def apply_rotary_fused(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
     """
     if not x.is_cuda:
         return apply_rotary(x, cos, sin)
-    if not _COMPILED_ROTARY:
-        _COMPILED_ROTARY.append(torch.compile(apply_rotary))
-    return _COMPILED_ROTARY[0](x, cos, sin)
+    return _compiled_rotary()(x, cos, sin)

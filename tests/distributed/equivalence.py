@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 
 from tests.distributed.compare import TOLERANCES, build_report, load_results, markdown_table  # noqa: E402
 from tests.distributed.runs import LAYOUTS, SIZES, prepare  # noqa: E402
+from tests.unit.torchrun import repo_pythonpath  # noqa: E402
 
 # The order layouts run in within one job: a resume after the run it resumes from; CP last.
 RUN_ORDER = ("ref", "ref_pad4", "dp2", "tp2_sp", "pp2", "dp2_distopt", "resume_pp2", "dp2_tp2_sp", "cp2")
@@ -113,7 +114,7 @@ def _command(args: argparse.Namespace, job: dict[str, Any]) -> list[str]:
 
 def _launch(args: argparse.Namespace, job: dict[str, Any], devices: list[int], cuda: bool, k: int):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env.update(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1",
+    env.update(PYTHONPATH=repo_pythonpath(), PYTHONUNBUFFERED="1",
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     if cuda:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
@@ -175,7 +176,7 @@ def drive(args: argparse.Namespace) -> int:
     slots = args.devices or (torch.cuda.device_count() if cuda else 3)
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": repo_pythonpath()}
     with open(args.work / "logs" / "prepare.log", "w") as log:
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "prepare", "--work", str(args.work.resolve()),
                         "--size", args.size], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
