@@ -18,7 +18,11 @@ Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of our
 (``bias_activation_fusion``: megatron's torch.compile-d SwiGLU), ``fast`` (= lce+gaf+swiglu), ``bf16grad``
 (``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported), ``overlap``
 (``overlap_grad_reduce``: data-parallel gradient reduction behind the backward); ``sync_nan``, ``pageable``,
-``eager_rope``: each undoes one round-3 change (see :func:`_runtime_patches`).
+``eager_rope``: each undoes one round-3 change (see :func:`_runtime_patches`); ``pure`` (``mixed_precision=
+'bf16_pure'``: bf16 weights, grads and Adam moments, no fp32 master weights: the baseline's own precision),
+``keeplogits`` (``linear_ce_keep_logits=True``: the LM head's backward reads the forward's logits instead of
+recomputing them; the default keeps them up to 4 GiB of logits, so this matters with ``unfused``/``lce``), ``recompute_logits``
+(``linear_ce_keep_logits=False``: round 3's recompute).
 HF: ``hf:compile``, ``hf:flex``, ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
 """
@@ -34,6 +38,11 @@ import torch
 
 from bench.stream import Pack, join_packs, stack_packs
 
+OURS_VARIANTS = frozenset({
+    "mcore_rope", "ce_fused", "compile", "recompute", "distopt", "lce", "gaf", "swiglu", "fast", "unfused", "bf16grad",
+    "overlap", "sync_nan", "pageable", "eager_rope", "pure", "keeplogits", "recompute_logits",
+})  # fmt: skip
+HF_VARIANTS = frozenset({"compile", "flex", "fp32master"})
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -73,6 +82,10 @@ def _provider(hf_cfg: dict, seq: int, variants: set[str]):
         provider.gradient_accumulation_fusion = True
     if fast or "swiglu" in variants:
         provider.bias_activation_fusion = True
+    if "keeplogits" in variants:
+        provider.linear_ce_keep_logits = True
+    if "recompute_logits" in variants:
+        provider.linear_ce_keep_logits = False
     if "recompute" in variants:
         provider.recompute_granularity, provider.recompute_method, provider.recompute_num_layers = "full", "uniform", 1
     return provider
@@ -94,6 +107,7 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
     from megatron.core.distributed import DistributedDataParallelConfig
     from megatron.core.optimizer import OptimizerConfig
 
+    from sft_bridge_port.config.mixed_precision import get_mixed_precision_config
     from sft_bridge_port.config.training_configs import SchedulerConfig
     from sft_bridge_port.models.provider import GPTModelProvider
     from sft_bridge_port.training.gpt_step import forward_step
@@ -102,11 +116,19 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
 
     provider = _provider(hf_cfg, seq, variants)
     on_gpu, distopt = torch.cuda.is_available(), "distopt" in variants
+    if distopt and "pure" in variants:
+        raise ValueError("ours:pure keeps no fp32 master weights; the distributed optimizer always does (drop one)")
     overlap = "overlap" in variants
     ddp = DistributedDataParallelConfig(
-        grad_reduce_in_fp32="bf16grad" not in variants, use_distributed_optimizer=distopt, average_in_collective=False,
-        overlap_grad_reduce=overlap,
+        use_distributed_optimizer=distopt, average_in_collective=False, overlap_grad_reduce=overlap
     )
+    opt_cfg = OptimizerConfig(
+        optimizer="adam", lr=1e-5, min_lr=1e-5, weight_decay=0.0, clip_grad=1.0, use_distributed_optimizer=distopt
+    )
+    if on_gpu:  # the preset a recipe names, applied as runtime_config_update does (model fields set in _provider)
+        get_mixed_precision_config("bf16_pure" if "pure" in variants else "bf16_mixed").setup(None, opt_cfg, ddp)
+    if "bf16grad" in variants:
+        ddp.grad_reduce_in_fp32 = False
     hook = None
     if mode == "lora":
         from sft_bridge_port.peft import LoRA
@@ -120,10 +142,6 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
         model = provider.provide_distributed_model(ddp_config=ddp, pre_wrap_hook=hook)
     if "compile" in variants:
         _compile_layers(model)
-    opt_cfg = OptimizerConfig(
-        optimizer="adam", lr=1e-5, min_lr=1e-5, weight_decay=0.0, clip_grad=1.0, bf16=on_gpu,
-        params_dtype=provider.params_dtype, use_distributed_optimizer=distopt,
-    )  # fmt: skip
     optimizer = build_optimizer(opt_cfg, model)
     scheduler = build_scheduler(optimizer, SchedulerConfig(lr_decay_style="constant"), opt_cfg, 10**6, micro_batches)
     attach_schedule_hooks(model, optimizer)

@@ -32,7 +32,7 @@ import torch
 
 from bench.flops import Dims, mfu, step_flops
 from bench.stream import make_packs
-from bench.systems import build_hf, build_ours
+from bench.systems import HF_VARIANTS, OURS_VARIANTS, build_hf, build_ours
 
 MODELS = {
     "llama32_1b": "meta-llama/Llama-3.2-1B",
@@ -113,16 +113,25 @@ def _row(label: str, args, dims: Dims, steps: list, sec: float, peak, n_trainabl
     }  # fmt: skip
 
 
+def parse_system(spec: str) -> tuple[str, set[str]]:
+    """``"ours:pure+keeplogits"`` -> ``("ours", {"pure", "keeplogits"})``; a typo fails before anything runs."""
+    kind, _, rest = spec.partition(":")
+    variants = set(filter(None, rest.split("+")))
+    known = {"ours": OURS_VARIANTS, "hf": HF_VARIANTS}.get(kind)
+    if known is None:
+        raise ValueError(f"unknown system {spec!r}: use ours[:variants] or hf[:variants]")
+    if variants - known:
+        raise ValueError(f"{spec!r}: unknown variant(s) {sorted(variants - known)}; {kind} takes {sorted(known)}")
+    return kind, variants
+
+
 def run_one(spec: str, args, hf_cfg: dict, packs: list) -> dict[str, Any]:
     """Build, time and free one system (``ours``, ``ours:ce_fused+compile``, ``hf:compile`` ...).
 
     ``packs[step][micro_batch]`` is a list of packs (global: every rank's micro-batches of the step).
     """
-    kind, _, rest = spec.partition(":")
-    variants = set(filter(None, rest.split("+")))
-    build = {"ours": build_ours, "hf": build_hf}.get(kind)
-    if build is None:
-        raise ValueError(f"unknown system {spec!r}: use ours[:variants] or hf[:variants]")
+    kind, variants = parse_system(spec)
+    build = {"ours": build_ours, "hf": build_hf}[kind]
     rank, world = _world()
     if world > 1 and kind != "ours":
         raise ValueError(f"{spec!r} under torchrun: only 'ours' systems run data-parallel here; pass --baseline none")
@@ -203,6 +212,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     micro = [flat[i * k : (i + 1) * k] for i in range(n_steps * per_step)]
     packs = [micro[i * per_step : (i + 1) * per_step] for i in range(n_steps)]
     specs = [s for s in args.systems.split(",") if s] + ([] if args.baseline == "none" else [args.baseline])
+    for spec in specs:
+        parse_system(spec)
     from sft_bridge_port.utils.dist_context import parallel_context
 
     say = _print_json if rank == 0 else (lambda line: None)  # noqa: E731

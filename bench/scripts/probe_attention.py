@@ -30,14 +30,18 @@ def timed(fn, iters: int = 20) -> float:
     return (time.perf_counter() - start) / iters * 1e3
 
 
+def attention_inputs(tokens: int) -> tuple[torch.Tensor, ...]:
+    """Random packed q ``[t, H, D]``, k/v ``[t, KV, D]`` (bf16, requiring grad) and an output gradient."""
+    shapes = ((tokens, H, D), (tokens, KV, D), (tokens, KV, D))
+    q, k, v = (torch.randn(s, device="cuda", dtype=torch.bfloat16, requires_grad=True) for s in shapes)
+    return q, k, v, torch.randn(tokens, H, D, device="cuda", dtype=torch.bfloat16)
+
+
 def main() -> None:
     pack = join_packs(make_packs(2, 4096, 1000))
     cu = torch.tensor([0, *torch.tensor(pack.lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     t, max_len = int(cu[-1]), max(pack.lengths)
-    q = torch.randn(t, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    k = torch.randn(t, KV, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(t, KV, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    grad = torch.randn(t, H, D, device="cuda", dtype=torch.bfloat16)
+    q, k, v, grad = attention_inputs(t)
     print(f"torch {torch.__version__} cudnn {torch.backends.cudnn.version()} docs {len(pack.lengths)} tokens {t}", flush=True)
 
     def varlen():

@@ -87,8 +87,11 @@ def validate(cfg: Any) -> None:
                 )
         if not getattr(cfg.model, "calculate_per_token_loss", False) or getattr(cfg.ddp, "average_in_collective", False):
             raise ValueError("context parallel needs model.calculate_per_token_loss=True and ddp.average_in_collective=False")
+    pure_bf16 = not getattr(cfg.mixed_precision, "fp32_master_weights", True)
     for flag in ("bf16", "fp16"):
         model_flag, optim_flag = bool(getattr(cfg.model, flag, False)), bool(getattr(cfg.optimizer, flag, False))
+        if flag == "bf16" and pure_bf16 and model_flag and not optim_flag:
+            continue  # bf16_pure: a bf16 model under megatron-core's plain optimizer, on purpose
         if model_flag != optim_flag:
             raise ValueError(
                 f"cfg.model.{flag}={model_flag} but cfg.optimizer.{flag}={optim_flag}: the optimizer's precision must "
@@ -97,6 +100,12 @@ def validate(cfg: Any) -> None:
             )
     if bool(cfg.ddp.use_distributed_optimizer) != bool(cfg.optimizer.use_distributed_optimizer):
         raise ValueError("ddp.use_distributed_optimizer and optimizer.use_distributed_optimizer differ; set both")
+    if pure_bf16 and cfg.optimizer.use_distributed_optimizer:
+        raise ValueError(
+            "mixed_precision 'bf16_pure' (fp32_master_weights=False) cannot run with the distributed optimizer, which "
+            "always keeps fp32 master weights: set optimizer.use_distributed_optimizer=False and "
+            "ddp.use_distributed_optimizer=False, or use mixed_precision='bf16_mixed'"
+        )
 
 
 def data_parallel_size(cfg: Any, world_size: int) -> int:

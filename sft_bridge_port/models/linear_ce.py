@@ -18,6 +18,11 @@ the embedding's gradient): no ``[V, h]`` fp32 scratch, no cast to bf16, no extra
 :func:`default_chunk_tokens` sizes the chunks so one chunk's logits hold about 2^29 elements (4096 tokens for a
 128k vocabulary): fewer, longer weight-gradient GEMMs over the same ``[V, h]`` accumulator.
 
+``keep_logits`` trades memory for the recompute: the forward keeps every chunk's bf16 logits (``2·tokens·V`` bytes,
+2 GiB for 8192 tokens of a 128k vocabulary, freed by the backward) and the backward reads them instead of running
+the LM-head GEMM again. The values are the same either way (the same GEMM produced them). The model's default
+(``config.linear_ce_keep_logits=None``) keeps them up to :data:`KEEP_LOGITS_MAX_ELEMENTS` per micro-batch.
+
 :class:`ChunkedLossGPTModel` plugs it in where ``GPTModel`` computes the loss when called with ``labels`` (the
 ``[b, s]`` fp32 per-token loss contract is unchanged). It applies only where the result is provably the same as
 megatron's path: tensor-parallel size 1, no multi-token prediction, no fp16 cross entropy, a plain
@@ -39,6 +44,7 @@ from megatron.core.models.gpt import GPTModel
 
 _COMPILED: dict[str, Any] = {}
 CHUNK_ELEMENTS = 1 << 29  # logits elements per chunk (1 GiB in bf16) for default_chunk_tokens
+KEEP_LOGITS_MAX_ELEMENTS = 1 << 31  # default keep_logits: kept logits of one micro-batch stay within 4 GiB (bf16)
 
 
 def default_chunk_tokens(vocab_size: int, minimum: int = 1024, multiple: int = 256) -> int:
@@ -113,21 +119,24 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, fuse_wgrad: bool = False
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, fuse_wgrad: bool = False,
+        keep_logits: bool = False,
     ) -> torch.Tensor:
         lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         loss = torch.empty_like(lse)
+        kept = hidden.new_empty(hidden.shape[0], weight.shape[0]) if keep_logits else None
         fwd = _kernel("fwd")
         for start in range(0, hidden.shape[0], chunk):
             end = min(start + chunk, hidden.shape[0])
-            lse[start:end], loss[start:end] = fwd(hidden[start:end] @ weight.t(), labels[start:end])
-        ctx.save_for_backward(hidden, weight, labels, lse)
+            out = None if kept is None else kept[start:end]
+            lse[start:end], loss[start:end] = fwd(torch.mm(hidden[start:end], weight.t(), out=out), labels[start:end])
+        ctx.save_for_backward(hidden, weight, labels, lse, kept)
         ctx.chunk, ctx.fuse_wgrad = chunk, fuse_wgrad
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
-        hidden, weight, labels, lse = ctx.saved_tensors
+        hidden, weight, labels, lse, kept = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
         main_grad = _fused_wgrad_target(weight, ctx.fuse_wgrad) if need_w else None
@@ -141,25 +150,27 @@ class LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk):
             end = min(start + ctx.chunk, hidden.shape[0])
             h = hidden[start:end]
-            g = bwd(h @ weight.t(), lse[start:end], labels[start:end], grad_loss[start:end])
+            logits = h @ weight.t() if kept is None else kept[start:end]
+            g = bwd(logits, lse[start:end], labels[start:end], grad_loss[start:end])
             if need_h:
                 torch.mm(g, weight, out=grad_h[start:end])
             if need_w:
                 _wgrad_accumulate(grad_w, g, h)
         if main_grad is not None:
-            return grad_h, _dummy_wgrad(weight, hidden.dtype), None, None, None
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
+            return grad_h, _dummy_wgrad(weight, hidden.dtype), None, None, None, None
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
 
 
 def linear_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024,
-    fuse_wgrad: bool = False,
+    fuse_wgrad: bool = False, keep_logits: bool = False,
 ) -> torch.Tensor:
     """Per-token loss ``[b, s]`` fp32 of ``hidden [s, b, h]`` through the LM head ``weight [V, h]``.
 
     Same values as ``megatron.core.tensor_parallel.vocab_parallel_cross_entropy(hidden @ weight.T, labels.T).T``
     at tensor-parallel size 1, without the ``[s, b, V]`` logits. ``fuse_wgrad``: accumulate the weight gradient
     into megatron DDP's ``weight.main_grad`` (the model passes ``config.gradient_accumulation_fusion``).
+    ``keep_logits``: keep the bf16 logits for the backward instead of recomputing them (module doc).
 
     Raises:
         ValueError: ``chunk_tokens`` is not positive, or the shapes disagree (names them).
@@ -173,14 +184,17 @@ def linear_cross_entropy(
             f"weight {tuple(weight.shape)} [V, h] do not match"
         )
     flat_labels = labels.transpose(0, 1).reshape(-1).long()
-    loss = LinearCrossEntropy.apply(hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens), bool(fuse_wgrad))
+    loss = LinearCrossEntropy.apply(
+        hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens), bool(fuse_wgrad), bool(keep_logits)
+    )
     return loss.view(s, b).transpose(0, 1).contiguous()
 
 
 class ChunkedLossGPTModel(GPTModel):
     """``GPTModel`` whose loss (when called with ``labels``) is :func:`linear_cross_entropy`, where it applies.
 
-    ``config.linear_ce_chunk_tokens`` sets the chunk; everything else (logits without labels, TP > 1, MTP,
+    ``config.linear_ce_chunk_tokens`` sets the chunk, ``config.linear_ce_keep_logits`` the recompute; everything
+    else (logits without labels, TP > 1, MTP,
     inference, a wrapped or hooked output layer) is megatron-core's ``_postprocess``.
     """
 
@@ -189,7 +203,10 @@ class ChunkedLossGPTModel(GPTModel):
             weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
             weight = self.output_layer.weight if weight is None else weight
             fuse = bool(getattr(self.config, "gradient_accumulation_fusion", False))
-            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens, fuse)
+            keep = getattr(self.config, "linear_ce_keep_logits", None)
+            if keep is None:
+                keep = hidden_states.shape[0] * hidden_states.shape[1] * weight.shape[0] <= KEEP_LOGITS_MAX_ELEMENTS
+            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens, fuse, keep)
         return super()._postprocess(hidden_states, input_ids, position_ids, labels, *args, **kwargs)
 
     def _chunked_loss_applies(self, kwargs: dict[str, Any]) -> bool:

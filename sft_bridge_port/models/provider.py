@@ -76,12 +76,18 @@ class GPTModelProvider(TransformerConfig):
     # --- ours: fusion switches (see models/linear_ce.py and models/fused_ops.py) ---
     linear_ce_chunk_tokens: int = 0
     """> 0: compute LM head + loss in chunks of this many tokens (no [tokens, vocab] logits); 0: megatron's path."""
+    linear_ce_keep_logits: bool | None = None
+    """With ``linear_ce_chunk_tokens``: keep the chunks' bf16 logits for the backward instead of recomputing them
+    (one LM-head GEMM less per chunk, ``2·tokens·vocab`` bytes more per micro-batch: a third of what megatron-core's
+    own loss keeps; see models/linear_ce.py). None (default): keep them when a micro-batch's logits take at most
+    4 GiB (``linear_ce.KEEP_LOGITS_MAX_ELEMENTS``), else recompute; True / False: always / never."""
     cuda_fast_kernels: bool = True
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
     ``gradient_accumulation_fusion`` (weight grads GEMM-accumulated into fp32 main_grad), ``bias_activation_fusion``
     (megatron's fused SwiGLU) and ``linear_ce_chunk_tokens`` from ``linear_ce.default_chunk_tokens`` (4096 for a
-    128k vocabulary; no [tokens, vocab] fp32 logits); and, for any model on CUDA, RoPE as one ``torch.compile``-d
+    128k vocabulary; no [tokens, vocab] fp32 logits; with ``linear_ce_keep_logits``' default, round 4: 553.8 ->
+    523.6 ms per 1B step, +1.0 GiB); and, for any model on CUDA, RoPE as one ``torch.compile``-d
     kernel (``rope.apply_rotary_fused``, round 3: +4.5 %). Fields a user already turned on are kept; set this to
     False to keep megatron-core's unfused paths and eager RoPE. No effect on CPU."""
 

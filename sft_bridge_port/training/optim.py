@@ -19,11 +19,16 @@ def build_optimizer(optimizer_cfg: Any, model_chunks: Sequence[torch.nn.Module])
     """
     from megatron.core.optimizer import get_megatron_optimizer
 
-    from sft_bridge_port.training.torch_kernels import install_foreach_fallbacks, use_fused_adamw
+    from sft_bridge_port.training.torch_kernels import (
+        install_bf16_grad_clipping,
+        install_foreach_fallbacks,
+        use_fused_adamw,
+    )
 
     if getattr(optimizer_cfg, "lr", None) is None:
         raise ValueError("optimizer.lr is not set; give the peak learning rate (e.g. cfg.optimizer.lr = 5e-6)")
     install_foreach_fallbacks()
+    install_bf16_grad_clipping()
     optimizer = get_megatron_optimizer(optimizer_cfg, list(model_chunks))
     use_fused_adamw(optimizer)
     return optimizer

@@ -5,6 +5,9 @@ Without apex or Transformer Engine, megatron-core computes the gradient norm wit
 CUDA scalar per parameter: a host sync per parameter, every step. It also scales clipped gradients one tensor at a
 time and builds a non-fused ``torch.optim.AdamW``. The replacements below do the same arithmetic with PyTorch's
 multi-tensor (``_foreach``) kernels and the fused AdamW kernel; results are equal to rounding.
+
+megatron-core's gradient clipping also asserts fp32 gradients; :func:`clip_grad_by_total_norm` lets the bf16
+gradients of ``mixed_precision='bf16_pure'`` through (same arithmetic) and leaves fp32 ones to megatron-core.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ def foreach_l2_norm(chunk_size: int, noop_flag: torch.Tensor, tensor_lists: list
     tensors = tensor_lists[0]
     if not tensors:
         return torch.zeros(1, dtype=torch.float), None
-    norms = torch._foreach_norm(tensors)
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32)  # bf16 grads (bf16_pure): fp32 sums of squares
     return torch.linalg.vector_norm(torch.stack(norms).float()).reshape(1), None
 
 
@@ -32,6 +35,33 @@ def foreach_scale(chunk_size: int, noop_flag: torch.Tensor, tensor_lists: list, 
         torch._foreach_mul_(dst, scale)
     else:
         torch._foreach_copy_(dst, torch._foreach_mul(src, scale))
+
+
+def clip_grad_by_total_norm(parameters: Any, max_norm: float, total_norm: Any, use_decoupled_grad: bool = False):
+    """megatron-core's ``clip_grad_by_total_norm_fp32``, also for bf16 ``.grad`` tensors (its version asserts fp32).
+
+    Same rule: scale every gradient by ``max_norm / (total_norm + 1e-6)`` when that is below 1 (clamped at 1 when
+    ``total_norm`` is a tensor, as megatron-core >= 0.19 allows).
+    """
+    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+
+    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if use_decoupled_grad or all(g.dtype == torch.float32 for g in grads):
+        return clip_grad_by_total_norm_fp32(params, max_norm, total_norm, use_decoupled_grad=use_decoupled_grad)
+    coeff = max_norm / (total_norm + 1.0e-6)
+    if isinstance(coeff, torch.Tensor):
+        torch._foreach_mul_(grads, coeff.clamp(max=1.0))
+    elif coeff < 1.0:
+        torch._foreach_mul_(grads, coeff)
+
+
+def install_bf16_grad_clipping() -> None:
+    """Route megatron-core's optimizers (which import the clip function by name) through
+    :func:`clip_grad_by_total_norm`; the original in ``clip_grads`` stays untouched for fp32 gradients."""
+    from megatron.core.optimizer import optimizer as mcore_optimizer
+
+    mcore_optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm
 
 
 def install_foreach_fallbacks() -> bool:

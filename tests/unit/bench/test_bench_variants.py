@@ -23,3 +23,13 @@ def test_ab_variants_run_and_are_undone_when_the_system_closes():
                  "--systems", "ours:sync_nan+pageable+eager_rope", "--baseline", "none"])
     assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
     assert (losses.deferred_loss_checks, batch._to, attention.apply_rotary_fused) == before
+
+
+def test_round4_variants_run_and_unknown_variants_are_refused():
+    import pytest
+
+    rows = main(["--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1", "--micro-batches", "1",
+                 "--systems", "ours:pure+keeplogits+lce", "--baseline", "none"])
+    assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['keeplogit'\]"):
+        main(["--model", "tiny", "--seq", "128", "--steps", "1", "--systems", "ours:keeplogit", "--baseline", "none"])

@@ -151,3 +151,22 @@ def test_optimizer_precision_must_match_the_model_without_a_preset():
         runtime_config_update(cfg, world_size=1)
     cfg.optimizer.bf16 = False
     runtime_config_update(cfg, world_size=1)
+
+
+def test_bf16_pure_keeps_the_optimizer_off_fp32_master_weights():
+    cfg = tiny_container(mixed_precision="bf16_pure", ddp=DistributedDataParallelConfig(grad_reduce_in_fp32=True))
+    runtime_config_update(cfg, world_size=1)
+    assert cfg.model.bf16 and cfg.model.params_dtype is torch.bfloat16
+    assert cfg.optimizer.bf16 is False  # megatron-core's plain optimizer over the bf16 weights
+    assert cfg.ddp.grad_reduce_in_fp32 is False
+
+
+def test_bf16_pure_refuses_the_distributed_optimizer_and_non_bf16():
+    cfg = tiny_container(mixed_precision="bf16_pure")
+    cfg.optimizer.use_distributed_optimizer = True
+    with pytest.raises(ValueError, match="distributed optimizer, which always keeps fp32 master weights"):
+        runtime_config_update(cfg, world_size=1)
+    mp = get_mixed_precision_config("fp16_mixed")
+    mp.fp32_master_weights = False
+    with pytest.raises(ValueError, match="fp32_master_weights=False is for bf16 training only"):
+        runtime_config_update(tiny_container(mixed_precision=mp), world_size=1)

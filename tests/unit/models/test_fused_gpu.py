@@ -37,7 +37,8 @@ def _loss_and_main_grads(hf_dir, state, ids, **overrides):
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize(
     "overrides",
-    [{"linear_ce_chunk_tokens": 64, **ALONE}, {"gradient_accumulation_fusion": True, **ALONE}, {**FAST, **ALONE}, {}],
+    [{"linear_ce_chunk_tokens": 64, **ALONE}, {"gradient_accumulation_fusion": True, **ALONE}, {**FAST, **ALONE}, {},
+     {**FAST, "linear_ce_keep_logits": True, **ALONE}],
 )
 def test_fusions_keep_loss_and_main_grads(tmp_path, tied, overrides):
     hf_dir = make_tiny_hf_model(tmp_path, "llama", tie_word_embeddings=tied, **SHAPE)

@@ -18,8 +18,9 @@ def _reference(hidden, weight, labels):
         return tensor_parallel.vocab_parallel_cross_entropy(logits, labels.t().contiguous()).t()
 
 
+@pytest.mark.parametrize("keep_logits", [False, True])
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64])
-def test_loss_and_grads_match_megatron(chunk):
+def test_loss_and_grads_match_megatron(chunk, keep_logits):
     torch.manual_seed(0)
     s, b, h, vocab = 7, 2, 16, 50
     hidden = torch.randn(s, b, h, dtype=torch.float32, requires_grad=True)
@@ -28,12 +29,25 @@ def test_loss_and_grads_match_megatron(chunk):
     grad = torch.rand(b, s, dtype=torch.float32)  # per-token weights, like a loss mask
     ref = _reference(hidden, weight, labels)
     ref_gh, ref_gw = torch.autograd.grad((ref * grad).sum(), (hidden, weight))
-    out = linear_cross_entropy(hidden, weight, labels, chunk_tokens=chunk)
+    out = linear_cross_entropy(hidden, weight, labels, chunk_tokens=chunk, keep_logits=keep_logits)
     gh, gw = torch.autograd.grad((out * grad).sum(), (hidden, weight))
     assert out.shape == (b, s) and out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gh, ref_gh, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gw, ref_gw, rtol=1e-5, atol=1e-5)
+
+
+def test_kept_logits_give_the_recomputed_values_bit_for_bit():
+    torch.manual_seed(3)
+    hidden = torch.randn(9, 2, 16, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.randn(40, 16, dtype=torch.bfloat16, requires_grad=True)
+    labels, grad = torch.randint(0, 40, (2, 9)), torch.rand(2, 9)
+    results = []
+    for keep in (False, True):
+        out = linear_cross_entropy(hidden, weight, labels, chunk_tokens=5, keep_logits=keep)
+        results.append((out, *torch.autograd.grad((out * grad).sum(), (hidden, weight))))
+    for recomputed, kept in zip(*results):
+        assert torch.equal(recomputed, kept)
 
 
 def test_out_of_range_label_counts_as_megatron_does_and_frozen_weight():
@@ -146,3 +160,21 @@ def test_default_chunk_tokens_bounds_the_logits_of_one_chunk():
     assert default_chunk_tokens(151_936) == 3328  # Qwen: multiple of 256 under the budget
     assert default_chunk_tokens(151_936) * 151_936 <= CHUNK_ELEMENTS
     assert default_chunk_tokens(4_000_000) == 1024  # never below the minimum
+
+
+@pytest.mark.parametrize(("setting", "limit", "kept"), [(None, 48 * 256, True), (None, 48 * 256 - 1, False),
+                                                         (True, 1, True), (False, 10**12, False)])
+def test_model_keeps_logits_by_size_unless_told(tmp_path, monkeypatch, setting, limit, kept):
+    """Default: keep a micro-batch's logits while tokens x vocab fits the limit (48 tokens x 256 here)."""
+    from sft_bridge_port.models import linear_ce
+
+    calls = []
+    real = linear_ce.linear_cross_entropy
+    monkeypatch.setattr(linear_ce, "KEEP_LOGITS_MAX_ELEMENTS", limit)
+    monkeypatch.setattr(linear_ce, "linear_cross_entropy", lambda *a: calls.append(a[-1]) or real(*a))
+    hf_dir = make_tiny_hf_model(tmp_path, "llama")
+    ids = torch.randint(0, 256, (2, 24))
+    with parallel_context():
+        _, model, _ = build_twins(hf_dir, linear_ce_chunk_tokens=10, linear_ce_keep_logits=setting)
+        model(ids, torch.arange(24)[None].expand(2, -1), None, labels=ids).sum().backward()
+    assert calls == [kept]
