@@ -18,10 +18,11 @@ Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of our
 (``bias_activation_fusion``: megatron's torch.compile-d SwiGLU), ``fast`` (= lce+gaf+swiglu), ``bf16grad``
 (``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported), ``overlap``
 (``overlap_grad_reduce``: data-parallel gradient reduction behind the backward); ``sync_nan``, ``pageable``,
-``eager_rope``: each undoes one round-3 change (see :func:`_runtime_patches`); ``pure`` (``mixed_precision=
-'bf16_pure'``: bf16 weights, grads and Adam moments, no fp32 master weights: the baseline's own precision),
-``keeplogits`` (``linear_ce_keep_logits=True``: the LM head's backward reads the forward's logits instead of
-recomputing them; the default keeps them up to 4 GiB of logits, so this matters with ``unfused``/``lce``), ``recompute_logits``
+``eager_rope``, ``varlen_op``, ``rope_separate``: each undoes one round-3/4 change (:func:`_runtime_patches`); ``pure``
+(``mixed_precision='bf16_pure'``: bf16 weights, grads and Adam moments, no fp32 master weights: the baseline's own
+precision), ``keeplogits`` (``linear_ce_keep_logits=True``: the LM head's backward reads the forward's logits
+instead of recomputing them; the default keeps them up to 4 GiB of logits, so this matters with
+``unfused``/``lce``), ``recompute_logits``
 (``linear_ce_keep_logits=False``: round 3's recompute).
 HF: ``hf:compile``, ``hf:flex``, ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
@@ -40,7 +41,8 @@ from bench.stream import Pack, join_packs, stack_packs
 
 OURS_VARIANTS = frozenset({
     "mcore_rope", "ce_fused", "compile", "recompute", "distopt", "lce", "gaf", "swiglu", "fast", "unfused", "bf16grad",
-    "overlap", "sync_nan", "pageable", "eager_rope", "pure", "keeplogits", "recompute_logits",
+    "overlap", "sync_nan", "pageable", "eager_rope", "varlen_op", "rope_separate", "pure", "keeplogits",
+    "recompute_logits",
 })  # fmt: skip
 HF_VARIANTS = frozenset({"compile", "flex", "fp32master"})
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -174,9 +176,11 @@ def _pageable_copy(value: Any, device: torch.device) -> Any:
 def _runtime_patches(variants: set[str]) -> contextlib.ExitStack:
     """Switches that act while the system steps (closed by ``System.close``): the A/B of round 3's host-side
     changes. ``sync_nan``: the per-micro-batch NaN check syncs (Bridge's way); ``pageable``: batches are copied
-    from pageable memory; ``eager_rope``: RoPE without ``torch.compile``."""
+    from pageable memory; ``eager_rope``: RoPE without ``torch.compile``; ``varlen_op`` (round 4): attention
+    through ``varlen_attn``'s custom ops instead of the direct kernel calls; ``rope_separate`` (round 4): one
+    compiled RoPE call per tensor instead of one for query and key."""
     from sft_bridge_port.models import attention
-    from sft_bridge_port.models.rope import apply_rotary
+    from sft_bridge_port.models.rope import apply_rotary_pair
     from sft_bridge_port.training import batch, losses
 
     stack = contextlib.ExitStack()
@@ -185,8 +189,25 @@ def _runtime_patches(variants: set[str]) -> contextlib.ExitStack:
     if "pageable" in variants:
         stack.enter_context(_patched(batch, "_to", _pageable_copy))
     if "eager_rope" in variants:
-        stack.enter_context(_patched(attention, "apply_rotary_fused", apply_rotary))
+        stack.enter_context(_patched(attention, "apply_rotary_pair_fused", apply_rotary_pair))
+    if "varlen_op" in variants:
+        stack.enter_context(_patched(attention, "direct_flash_supported", lambda: False))
+    if "rope_separate" in variants:
+        stack.enter_context(_patched(attention, "apply_rotary_pair_fused", _rotary_compiled_separately))
     return stack
+
+
+def _rotary_compiled_separately(q, k, cos, sin):
+    """Round 3's RoPE: one compiled call for the query and another for the key."""
+    from sft_bridge_port.models.rope import apply_rotary
+
+    if _rotary_compiled_separately.compiled is None:
+        _rotary_compiled_separately.compiled = torch.compile(apply_rotary)
+    rotate = _rotary_compiled_separately.compiled
+    return rotate(q, cos, sin), rotate(k, cos, sin)
+
+
+_rotary_compiled_separately.compiled = None
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ apex) and refuses packed THD batches. ``SDPAttention`` is a drop-in ``core_atten
 - padded / unpacked batches (mcore "sbhd" layout, ``query [s, b, h, d]``):
   ``F.scaled_dot_product_attention(is_causal=True, enable_gqa=True)`` (flash / memory-efficient kernels);
 - packed batches (``PackedSeqParams(qkv_format="thd")``, ``query [t, h, d]``, documents delimited by
-  ``cu_seqlens``): on CUDA with bf16/fp16, ``torch.nn.attention.varlen.varlen_attn`` with causal
+  ``cu_seqlens``): on CUDA with bf16/fp16, PyTorch's varlen flash-attention kernels, called directly
+  (:mod:`sft_bridge_port.models.flash_varlen`) or through ``torch.nn.attention.varlen.varlen_attn`` with causal
   ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal SDPA call per document. Either way a token only
   attends to earlier tokens of its own document.
 
@@ -48,7 +49,14 @@ from sft_bridge_port.models.context_parallel import (
     expand_keys,
     gather_first_dim,
 )
-from sft_bridge_port.models.rope import RotaryTable, apply_rotary, apply_rotary_fused, packed_positions
+from sft_bridge_port.models.flash_varlen import direct_flash_supported, flash_varlen
+from sft_bridge_port.models.rope import (
+    RotaryTable,
+    apply_rotary,
+    apply_rotary_pair,
+    apply_rotary_pair_fused,
+    packed_positions,
+)
 
 _CACHE_ATTR = "_sbp_thd_cache"
 _ROPE_ATTR = "_sbp_rope_cache"
@@ -248,8 +256,8 @@ class SDPAttention(MegatronModule):
         else:
             cos, sin = self.rotary.for_length(query.shape[0], query.device, query.dtype)
             cos, sin = cos[:, None, None], sin[:, None, None]
-        rotate = apply_rotary_fused if getattr(self.config, "cuda_fast_kernels", False) else apply_rotary
-        return rotate(query, cos, sin), rotate(key, cos, sin)
+        rotate = apply_rotary_pair_fused if getattr(self.config, "cuda_fast_kernels", False) else apply_rotary_pair
+        return rotate(query, key, cos, sin)
 
     def _forward_sbhd(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None
@@ -292,8 +300,12 @@ class SDPAttention(MegatronModule):
         max_len: tuple[int, int],
         left: int | None,
     ) -> torch.Tensor:
-        """``varlen_attn`` with causal masking aligned to the end of each key sequence (flash-attention's
-        convention: with fewer queries than keys, query ``i`` of a sequence sits at key position ``k - q + i``)."""
+        """Varlen flash attention with causal masking aligned to the end of each key sequence (flash-attention's
+        convention: with fewer queries than keys, query ``i`` of a sequence sits at key position ``k - q + i``):
+        the kernels directly when this torch allows (:mod:`~sft_bridge_port.models.flash_varlen`), else
+        ``varlen_attn``."""
+        if direct_flash_supported():
+            return flash_varlen(query, key, value, cu[0], cu[1], max_len[0], max_len[1], self.softmax_scale, left)
         from torch.nn.attention.varlen import varlen_attn
 
         names, kwargs = _varlen_kwargs(), {}
@@ -366,16 +378,16 @@ class SDPAttention(MegatronModule):
 
     def _use_varlen(self, query: torch.Tensor) -> bool:
         """Fused varlen kernel when torch has it and can express this layer's scale and window."""
+        if not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and self._dropout() == 0.0):
+            return False
+        if direct_flash_supported():
+            return True
         kwargs = _varlen_kwargs()
         if kwargs is None:
             return False
         default_scale = math.isclose(self.softmax_scale, 1.0 / math.sqrt(query.shape[-1]), rel_tol=1e-6)
-        return (
-            ("scale" in kwargs or default_scale)
-            and ("window_size" in kwargs or getattr(self.config, "window_size", None) is None)
-            and query.is_cuda
-            and query.dtype in (torch.bfloat16, torch.float16)
-            and self._dropout() == 0.0
+        return ("scale" in kwargs or default_scale) and (
+            "window_size" in kwargs or getattr(self.config, "window_size", None) is None
         )
 
     def _per_document(

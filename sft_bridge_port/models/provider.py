@@ -88,7 +88,7 @@ class GPTModelProvider(TransformerConfig):
     (megatron's fused SwiGLU) and ``linear_ce_chunk_tokens`` from ``linear_ce.default_chunk_tokens`` (4096 for a
     128k vocabulary; no [tokens, vocab] fp32 logits; with ``linear_ce_keep_logits``' default, round 4: 553.8 ->
     523.6 ms per 1B step, +1.0 GiB); and, for any model on CUDA, RoPE as one ``torch.compile``-d
-    kernel (``rope.apply_rotary_fused``, round 3: +4.5 %). Fields a user already turned on are kept; set this to
+    kernel (``rope.apply_rotary_pair_fused``, round 3: +4.5 %). Fields a user already turned on are kept; set this to
     False to keep megatron-core's unfused paths and eager RoPE. No effect on CPU."""
 
     def __post_init__(self) -> None:

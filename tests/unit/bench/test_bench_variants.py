@@ -18,11 +18,14 @@ def test_ab_variants_run_and_are_undone_when_the_system_closes():
     from sft_bridge_port.models import attention
     from sft_bridge_port.training import batch, losses
 
-    before = (losses.deferred_loss_checks, batch._to, attention.apply_rotary_fused)
+    def switches():
+        return losses.deferred_loss_checks, batch._to, attention.apply_rotary_pair_fused, attention.direct_flash_supported
+
+    before = switches()
     rows = main(["--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1", "--micro-batches", "2",
-                 "--systems", "ours:sync_nan+pageable+eager_rope", "--baseline", "none"])
+                 "--systems", "ours:sync_nan+pageable+eager_rope+varlen_op", "--baseline", "none"])
     assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
-    assert (losses.deferred_loss_checks, batch._to, attention.apply_rotary_fused) == before
+    assert switches() == before
 
 
 def test_round4_variants_run_and_unknown_variants_are_refused():
