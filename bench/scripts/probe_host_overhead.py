@@ -2,32 +2,20 @@
 
     python bench/scripts/probe_host_overhead.py      # on the GPU; one line per case: microseconds per fwd+bwd call
 
-At one 4096-token pack per micro-batch a 1B step is host-bound (bench/NOTES.md, round 4); each layer calls attention,
+At one 4096-token pack per micro-batch a 1B step was host-bound (bench/NOTES.md, round 4); each layer calls attention,
 RoPE and SwiGLU once per micro-batch, forward and backward. The tensors here are tiny, so the time per call is what
 the host spends dispatching it.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
+from bench.scripts.probe_attention import timed
 from sft_bridge_port.models.attention import _varlen_kwargs
 from sft_bridge_port.models.flash_varlen import flash_varlen
 from sft_bridge_port.models.rope import apply_rotary_pair, apply_rotary_pair_fused
-
-
-def per_call_us(fn, iters: int = 300) -> float:
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters * 1e6
 
 
 def main() -> None:
@@ -65,7 +53,7 @@ def main() -> None:
     print(f"torch {torch.__version__}", flush=True)
     for name, fn in cases.items():
         try:
-            print(f"{name:46s} {per_call_us(fn):8.1f} us per fwd+bwd", flush=True)
+            print(f"{name:46s} {timed(fn, iters=300) * 1e3:8.1f} us per fwd+bwd", flush=True)
         except Exception as exc:  # a case this torch cannot run says why
             print(f"{name:46s} error: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
 
