@@ -30,6 +30,15 @@ def timed(fn, iters: int = 20) -> float:
     return (time.perf_counter() - start) / iters * 1e3
 
 
+def report(cases: dict, width: int, iters: int = 20, per_call: str = "ms", scale: float = 1.0) -> None:
+    """One line per case: its time per call (``timed`` ms x ``scale``), or the error that case raised."""
+    for name, fn in cases.items():
+        try:
+            print(f"{name:{width}s} {timed(fn, iters) * scale:8.3f} {per_call} fwd+bwd", flush=True)
+        except Exception as exc:  # a backend that refuses these inputs says why
+            print(f"{name:{width}s} error: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+
+
 def attention_inputs(tokens: int) -> tuple[torch.Tensor, ...]:
     """Random packed q ``[t, H, D]``, k/v ``[t, KV, D]`` (bf16, requiring grad) and an output gradient."""
     shapes = ((tokens, H, D), (tokens, KV, D), (tokens, KV, D))
@@ -74,11 +83,7 @@ def main() -> None:
     for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
         cases[f"sdpa njt {name} enable_gqa"] = njt(backend, True)
         cases[f"sdpa njt {name} repeat kv"] = njt(backend, False)
-    for name, fn in cases.items():
-        try:
-            print(f"{name:32s} {timed(fn):8.3f} ms fwd+bwd", flush=True)
-        except Exception as exc:  # a backend that refuses these inputs says why
-            print(f"{name:32s} error: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+    report(cases, width=32)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.scripts.probe_attention import timed
+from bench.scripts.probe_attention import report
 from sft_bridge_port.models.attention import _varlen_kwargs
 from sft_bridge_port.models.flash_varlen import flash_varlen
 from sft_bridge_port.models.rope import apply_rotary_pair, apply_rotary_pair_fused
@@ -51,11 +51,7 @@ def main() -> None:
         "swiglu: eager silu(a) * b": lambda: backward(F.silu(x[:, :128]) * x[:, 128:]),
     }
     print(f"torch {torch.__version__}", flush=True)
-    for name, fn in cases.items():
-        try:
-            print(f"{name:46s} {timed(fn, iters=300) * 1e3:8.1f} us per fwd+bwd", flush=True)
-        except Exception as exc:  # a case this torch cannot run says why
-            print(f"{name:46s} error: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+    report(cases, width=46, iters=300, per_call="us per", scale=1e3)
 
 
 if __name__ == "__main__":

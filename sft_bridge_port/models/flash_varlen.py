@@ -3,8 +3,8 @@
 ``torch.nn.attention.varlen.varlen_attn`` reaches ``aten._flash_attention_forward`` / ``_backward`` through two
 ``torch.library`` custom ops, whose Python dispatch (argument defaults, schema and aliasing checks, the registered
 autograd formula) runs on the host twice per layer and micro-batch. A 1B step at one 4096-token pack per micro-batch
-is host-bound on an H100 (bench/NOTES.md, round 4), so :class:`FlashVarlen` calls the same two kernels with the
-same arguments from one ``autograd.Function``: same values, less Python per call.
+was host-bound on an H100; :class:`FlashVarlen` calls the same two kernels with the same arguments from one
+``autograd.Function``: same values, less Python per call (621.6 -> 528.4 ms per step; bench/NOTES.md, round 4).
 
 It is used only when this torch's kernels take the arguments it passes (:func:`direct_flash_supported` reads
 their schemas); otherwise :class:`~sft_bridge_port.models.attention.SDPAttention` keeps calling ``varlen_attn``.
@@ -39,22 +39,22 @@ class FlashVarlen(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float | None, left: int | None):
-        window = -1 if left is None else int(left)
+        window = -1 if left is None else int(left)  # -1 with is_causal: plain causal (varlen_attn's (-1, 0))
         out, lse, seed, offset, _ = torch.ops.aten._flash_attention_forward(
             q, k, v, cu_q, cu_k, max_q, max_k, 0.0, left is None, False,
             scale=scale, window_size_left=window, window_size_right=0,
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, seed, offset)
-        ctx.args = (max_q, max_k, scale, left)
+        ctx.args = (max_q, max_k, scale, window)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse, cu_q, cu_k, seed, offset = ctx.saved_tensors
-        max_q, max_k, scale, left = ctx.args
+        max_q, max_k, scale, window = ctx.args
         dq, dk, dv = torch.ops.aten._flash_attention_backward(
-            grad_out.contiguous(), q, k, v, out, lse, cu_q, cu_k, max_q, max_k, 0.0, left is None, seed, offset,
-            scale=scale, window_size_left=-1 if left is None else int(left), window_size_right=0,
+            grad_out.contiguous(), q, k, v, out, lse, cu_q, cu_k, max_q, max_k, 0.0, window == -1, seed, offset,
+            scale=scale, window_size_left=window, window_size_right=0,
         )  # fmt: skip
         return dq, dk, dv, None, None, None, None, None, None
 

@@ -194,8 +194,8 @@ class ChunkedLossGPTModel(GPTModel):
     """``GPTModel`` whose loss (when called with ``labels``) is :func:`linear_cross_entropy`, where it applies.
 
     ``config.linear_ce_chunk_tokens`` sets the chunk, ``config.linear_ce_keep_logits`` the recompute; everything
-    else (logits without labels, TP > 1, MTP,
-    inference, a wrapped or hooked output layer) is megatron-core's ``_postprocess``.
+    else (logits without labels, TP > 1, MTP, inference, a wrapped or hooked output layer) is megatron-core's
+    ``_postprocess``.
     """
 
     def _postprocess(self, hidden_states, input_ids, position_ids, labels, *args, **kwargs):  # noqa: D102
