@@ -13,7 +13,8 @@ Bridge-format packed batches. LoRA: ``sft_bridge_port.peft.LoRA()`` applied befo
 
 Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of ours), ``ce_fused``
 (``cross_entropy_loss_fusion=True``), ``compile`` (``torch.compile`` each transformer layer), ``recompute``
-(full activation recompute), ``distopt`` (distributed optimizer), ``lce`` (chunked linear cross-entropy, ``linear_ce_chunk_tokens=1024``), ``gaf``
+(full activation recompute), ``distopt`` (distributed optimizer), ``lce`` (chunked linear cross-entropy,
+``linear_ce_chunk_tokens=1024``), ``gaf``
 (``gradient_accumulation_fusion``: weight grads GEMM-accumulated into fp32 ``main_grad``), ``swiglu``
 (``bias_activation_fusion``: megatron's torch.compile-d SwiGLU), ``fast`` (= lce+gaf+swiglu), ``bf16grad``
 (``grad_reduce_in_fp32=False``: bf16 main grads; changes numerics, stated wherever reported), ``overlap``
@@ -197,17 +198,17 @@ def _runtime_patches(variants: set[str]) -> contextlib.ExitStack:
     return stack
 
 
-def _rotary_compiled_separately(q, k, cos, sin):
-    """Round 3's RoPE: one compiled call for the query and another for the key."""
+@functools.cache
+def _compiled_rotary() -> Any:
     from sft_bridge_port.models.rope import apply_rotary
 
-    if _rotary_compiled_separately.compiled is None:
-        _rotary_compiled_separately.compiled = torch.compile(apply_rotary)
-    rotate = _rotary_compiled_separately.compiled
+    return torch.compile(apply_rotary)
+
+
+def _rotary_compiled_separately(q, k, cos, sin):
+    """Round 3's RoPE: one compiled call for the query and another for the key."""
+    rotate = _compiled_rotary()
     return rotate(q, cos, sin), rotate(k, cos, sin)
-
-
-_rotary_compiled_separately.compiled = None
 
 
 @contextlib.contextmanager

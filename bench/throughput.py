@@ -7,8 +7,8 @@ Random weights of the real architecture (built-in configs), the same packed toke
 (:mod:`bench.stream`), full optimizer steps of ``--micro-batches`` micro-batches of ``--packs-per-micro-batch``
 packs each, per data-parallel rank (:mod:`bench.systems`), ``--warmup`` steps excluded. Under ``torchrun`` the
 ranks are data-parallel replicas of "ours" (no HF baseline) and rank 0 prints; tokens/s are summed over ranks,
-TFLOP/s and MFU are per GPU, peak memory is the largest rank's. Prints one JSON line per system, then one ratio line per system against the
-baseline; ``--out`` also writes all of it (plus GPU name and versions) to a JSON file.
+TFLOP/s and MFU are per GPU, peak memory is the largest rank's. Prints one JSON line per system, then one ratio line
+per system against the baseline; ``--out`` also writes all of it (plus GPU name and versions) to a JSON file.
 
 Reported: ``tokens_per_s`` (real tokens: packs hold no padding), ``tflops_per_gpu`` and ``mfu`` from
 :mod:`bench.flops` (``k·N_matmul·T + 6·L·h·Σs_i²``, k = 6 full / 4 LoRA, peak 989 TFLOP/s bf16),
