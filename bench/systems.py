@@ -24,8 +24,10 @@ Variants (``ours:a+b``): ``mcore_rope`` (megatron-core's own RoPE instead of our
 precision), ``keeplogits`` (``linear_ce_keep_logits=True``: the LM head's backward reads the forward's logits
 instead of recomputing them; the default keeps them up to 4 GiB of logits, so this matters with
 ``unfused``/``lce``), ``recompute_logits``
-(``linear_ce_keep_logits=False``: round 3's recompute).
-HF: ``hf:compile``, ``hf:flex``, ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
+(``linear_ce_keep_logits=False``: round 3's recompute), ``fa2`` / ``fa4`` (round 5: ``attention_kernel``
+forced to PyTorch's flash-attention 2 / to flash-attention 4; plain ``ours`` is ``"auto"``: FA4 where installed).
+HF: ``hf:compile``, ``hf:flex``, ``hf:fa4`` (``attn_implementation="flash_attention_4"``: the same FA4 kernels
+as ours, documents from ``position_ids``), ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
 """
 
@@ -43,9 +45,9 @@ from bench.stream import Pack, join_packs, stack_packs
 OURS_VARIANTS = frozenset({
     "mcore_rope", "ce_fused", "compile", "recompute", "distopt", "lce", "gaf", "swiglu", "fast", "unfused", "bf16grad",
     "overlap", "sync_nan", "pageable", "eager_rope", "varlen_op", "rope_separate", "pure", "keeplogits",
-    "recompute_logits",
+    "recompute_logits", "fa2", "fa4",
 })  # fmt: skip
-HF_VARIANTS = frozenset({"compile", "flex", "fp32master"})
+HF_VARIANTS = frozenset({"compile", "flex", "fa4", "fp32master"})
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -89,6 +91,9 @@ def _provider(hf_cfg: dict, seq: int, variants: set[str]):
         provider.linear_ce_keep_logits = True
     if "recompute_logits" in variants:
         provider.linear_ce_keep_logits = False
+    for kernel in ("fa2", "fa4"):
+        if kernel in variants:
+            provider.attention_kernel = kernel
     if "recompute" in variants:
         provider.recompute_granularity, provider.recompute_method, provider.recompute_num_layers = "full", "uniform", 1
     return provider
@@ -227,7 +232,7 @@ def _hf_model(hf_cfg: dict, mode: str, variants: set[str]) -> torch.nn.Module:
     kwargs = {k: v for k, v in hf_cfg.items() if k not in ("architectures", "model_type", "torch_dtype")}
     config = AutoConfig.for_model(hf_cfg["model_type"], **kwargs)
     on_gpu = torch.cuda.is_available()
-    attn = "flex_attention" if "flex" in variants else "sdpa"
+    attn = "flex_attention" if "flex" in variants else "flash_attention_4" if "fa4" in variants else "sdpa"
     dtype = torch.bfloat16 if on_gpu and "fp32master" not in variants else torch.float32
     with torch.device(_device()):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)

@@ -7,9 +7,10 @@ apex) and refuses packed THD batches. ``SDPAttention`` is a drop-in ``core_atten
 - padded / unpacked batches (mcore "sbhd" layout, ``query [s, b, h, d]``):
   ``F.scaled_dot_product_attention(is_causal=True, enable_gqa=True)`` (flash / memory-efficient kernels);
 - packed batches (``PackedSeqParams(qkv_format="thd")``, ``query [t, h, d]``, documents delimited by
-  ``cu_seqlens``): on CUDA with bf16/fp16, PyTorch's varlen flash-attention kernels, called directly
-  (:mod:`sft_bridge_port.models.flash_varlen`) or through ``torch.nn.attention.varlen.varlen_attn`` with causal
-  ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal SDPA call per document. Either way a token only
+  ``cu_seqlens``): on CUDA with bf16/fp16, flash-attention 4's kernels when installed on a Hopper/Blackwell GPU
+  (:mod:`sft_bridge_port.models.flash_cute`, ``config.attention_kernel``), else PyTorch's varlen flash-attention
+  kernels, called directly (:mod:`sft_bridge_port.models.flash_varlen`) or through
+  ``torch.nn.attention.varlen.varlen_attn`` with causal ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal SDPA call per document. Either way a token only
   attends to earlier tokens of its own document.
 
 Example (packing two documents of lengths 3 and 2; ``cu_seqlens = [0, 3, 5]``)::
@@ -49,6 +50,7 @@ from sft_bridge_port.models.context_parallel import (
     expand_keys,
     gather_first_dim,
 )
+from sft_bridge_port.models.flash_cute import cute_supported, cute_varlen
 from sft_bridge_port.models.flash_varlen import direct_flash_supported, flash_varlen
 from sft_bridge_port.models.rope import (
     RotaryTable,
@@ -302,8 +304,10 @@ class SDPAttention(MegatronModule):
     ) -> torch.Tensor:
         """Varlen flash attention with causal masking aligned to the end of each key sequence (flash-attention's
         convention: with fewer queries than keys, query ``i`` of a sequence sits at key position ``k - q + i``):
-        the kernels directly when this torch allows (:mod:`~sft_bridge_port.models.flash_varlen`), else
-        ``varlen_attn``."""
+        FA4 when ``config.attention_kernel`` allows and it runs here, else PyTorch's kernels directly when this
+        torch allows (:mod:`~sft_bridge_port.models.flash_varlen`), else ``varlen_attn``."""
+        if self._use_cute(query, value):
+            return cute_varlen(query, key, value, cu[0], cu[1], max_len[0], max_len[1], self.softmax_scale, left)
         if direct_flash_supported():
             return flash_varlen(query, key, value, cu[0], cu[1], max_len[0], max_len[1], self.softmax_scale, left)
         from torch.nn.attention.varlen import varlen_attn
@@ -380,7 +384,7 @@ class SDPAttention(MegatronModule):
         """Fused varlen kernel when torch has it and can express this layer's scale and window."""
         if not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and self._dropout() == 0.0):
             return False
-        if direct_flash_supported():
+        if direct_flash_supported() or self._use_cute(query, query):
             return True
         kwargs = _varlen_kwargs()
         if kwargs is None:
@@ -389,6 +393,21 @@ class SDPAttention(MegatronModule):
         return ("scale" in kwargs or default_scale) and (
             "window_size" in kwargs or getattr(self.config, "window_size", None) is None
         )
+
+    def _use_cute(self, query: torch.Tensor, value: torch.Tensor) -> bool:
+        """FA4 (``flash_attn.cute``) for this call: allowed by ``config.attention_kernel`` and able to run here;
+        ``"fa4"`` where it cannot run is an error, not a silent fallback."""
+        kernel = getattr(self.config, "attention_kernel", "auto")
+        if kernel == "fa2":
+            return False
+        usable = cute_supported(query, value.shape[-1])
+        if kernel == "fa4" and not usable:
+            raise RuntimeError(
+                f"attention_kernel='fa4' but flash-attention 4 cannot run this call (device {query.device}, dtype "
+                f"{query.dtype}, head dim {query.shape[-1]}): it needs a Hopper/Blackwell GPU, bf16/fp16 and head "
+                "dims 8..128 (256 on Hopper) in steps of 8; set attention_kernel='auto' to use PyTorch's kernels"
+            )
+        return usable
 
     def _per_document(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int], left: int | None

@@ -33,6 +33,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from sft_bridge_port.models.attention import SDPAttention
+from sft_bridge_port.models.flash_cute import check_kernel_choice
 from sft_bridge_port.models.fused_ops import install_grad_accum_fusion
 from sft_bridge_port.models.layer_spec import fast_block_spec
 from sft_bridge_port.models.linear_ce import ChunkedLossGPTModel
@@ -81,6 +82,10 @@ class GPTModelProvider(TransformerConfig):
     (one LM-head GEMM less per chunk, ``2·tokens·vocab`` bytes more per micro-batch: a third of what megatron-core's
     own loss keeps; see models/linear_ce.py). None (default): keep them when a micro-batch's logits take at most
     4 GiB (``linear_ce.KEEP_LOGITS_MAX_ELEMENTS``), else recompute; True / False: always / never."""
+    attention_kernel: str = "auto"
+    """Packed (THD) attention on CUDA: ``"auto"`` uses flash-attention 4 (``pip install flash-attn-4``) where it
+    is installed and runs (Hopper/Blackwell, bf16/fp16), else PyTorch's flash-attention 2; ``"fa4"`` requires FA4
+    (a clear error otherwise); ``"fa2"`` always uses PyTorch's kernels. See models/flash_cute.py."""
     cuda_fast_kernels: bool = True
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
@@ -103,6 +108,7 @@ class GPTModelProvider(TransformerConfig):
                 f"vocab_size {self.vocab_size} is not divisible by tensor_model_parallel_size "
                 f"{self.tensor_model_parallel_size}; set should_pad_vocab=True"
             )
+        check_kernel_choice(self.attention_kernel)
         if self.linear_ce_chunk_tokens < 0:
             raise ValueError(f"linear_ce_chunk_tokens must be >= 0 (0 = off), got {self.linear_ce_chunk_tokens}")
         if self.pipeline_model_parallel_size > 1 and self.pipeline_dtype is None:

@@ -1,0 +1,82 @@
+"""Packed causal attention on flash-attention 4's CuTe-DSL kernels (``flash_attn.cute``), when they are installed.
+
+PyTorch ships flash-attention **2**, written for Ampere: on an H100 its varlen backward was the largest non-GEMM item
+of a 1B step (73 of ~505 ms; bench/NOTES.md, finding 11). Flash-attention 4 (``pip install flash-attn-4``, pure
+Python over NVIDIA's CuTe DSL, JIT-compiled on first use) has Hopper (SM90) and Blackwell (SM100) kernels with
+TMA/wgmma pipelines. It is an optional extra: nothing imports it unless it is installed, and every other GPU keeps
+PyTorch's FA2 (:mod:`~sft_bridge_port.models.flash_varlen`).
+
+``GPTModelProvider.attention_kernel`` picks the kernel: ``"auto"`` (default: FA4 where :func:`cute_supported`
+says it runs, else FA2), ``"fa4"`` (FA4 or a clear error), ``"fa2"`` (always PyTorch's kernels).
+
+Both follow flash-attention's conventions, so a caller can swap them: ``[t, heads, d]`` packed tensors, documents
+delimited by ``cu_seqlens``, causal masking aligned to the end of each key sequence when a document has fewer
+queries than keys (context parallelism), a sliding window of ``left`` keys back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Any, Callable
+
+import torch
+
+KERNELS = ("auto", "fa4", "fa2")
+INSTALL_HINT = "pip install flash-attn-4 (it pulls nvidia-cutlass-dsl)"
+_ARCH_MAJORS = (9, 10)  # Hopper, Blackwell datacenter parts: FA4's tuned paths; elsewhere FA2 is as good
+
+
+@functools.cache
+def cute_installed() -> bool:
+    """Whether ``flash_attn.cute`` can be found (without importing it: that loads the CuTe compiler)."""
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except (ImportError, ValueError):  # a 'flash_attn' package without submodules, or a broken one
+        return False
+
+
+@functools.cache
+def _cute_varlen() -> Callable[..., Any]:
+    from flash_attn.cute import flash_attn_varlen_func
+
+    return flash_attn_varlen_func
+
+
+@functools.cache
+def _device_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def cute_supported(query: torch.Tensor, value_dim: int) -> bool:
+    """FA4 runs here: installed, a Hopper/Blackwell GPU, bf16/fp16, head dims FA4 compiles (8..128 in steps of 8;
+    SM90 also to 256)."""
+    if not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and cute_installed()):
+        return False
+    major = _device_major(query.device.index if query.device.index is not None else torch.cuda.current_device())
+    limit = 256 if major == 9 else 128
+    dims = (query.shape[-1], value_dim)
+    return major in _ARCH_MAJORS and all(8 <= d <= limit and d % 8 == 0 for d in dims)
+
+
+def check_kernel_choice(kernel: str) -> None:
+    """Refuse an unknown ``attention_kernel`` and ``"fa4"`` without the package, before a model is built."""
+    if kernel not in KERNELS:
+        raise ValueError(f"GPTModelProvider.attention_kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "fa4" and not cute_installed():
+        raise ValueError(
+            "GPTModelProvider.attention_kernel='fa4' needs flash-attention 4's flash_attn.cute, which is not "
+            f"installed: {INSTALL_HINT}, or set attention_kernel='auto' to fall back to PyTorch's flash kernels"
+        )
+
+
+def cute_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor, max_q: int,
+    max_k: int, scale: float | None = None, left: int | None = None,
+) -> torch.Tensor:
+    """Same contract as :func:`~sft_bridge_port.models.flash_varlen.flash_varlen`, on FA4's kernels."""
+    out, _ = _cute_varlen()(
+        q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k,
+        softmax_scale=scale, causal=True, window_size=(left, 0) if left is not None else (None, None),
+    )  # fmt: skip
+    return out
