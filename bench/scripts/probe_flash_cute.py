@@ -1,12 +1,12 @@
 """Probe (round 5): flash-attention 4 (``flash_attn.cute``) against PyTorch's FA2 on packed causal attention.
 
-    python bench/scripts/probe_flash_cute.py      # on the GPU, with flash-attn-4 installed (bench/scripts/fa4_env.sh)
+    python bench/scripts/probe_flash_cute.py    # on the GPU, with flash-attn-4 installed (bench/scripts/fa4_env.sh)
 
 Documents of 4096-token packs (bench.stream), bf16, forward + backward per call. Shapes: Llama-3.2-1B (32 query
 heads, 8 KV heads, head_dim 64; one and two packs) and Llama-3-8B (32/8, head_dim 128); then a 256-token call, whose
 time is mostly host work (Python and launches). Per kernel: wall ms per call (host-bound when small) and GPU ms per
-call (the sum of its CUDA kernels, from torch.profiler). First prints the largest |FA4 - FA2| of the output and the grads
-relative to FA2's largest value, so a fast wrong kernel cannot pass unnoticed.
+call (the sum of its CUDA kernels, from torch.profiler). First prints the largest |FA4 - FA2| of the output and the
+grads relative to FA2's largest value, so a fast wrong kernel cannot pass unnoticed.
 """
 
 from __future__ import annotations

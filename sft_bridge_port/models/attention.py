@@ -10,8 +10,8 @@ apex) and refuses packed THD batches. ``SDPAttention`` is a drop-in ``core_atten
   ``cu_seqlens``): on CUDA with bf16/fp16, flash-attention 4's kernels when installed on a Hopper/Blackwell GPU
   (:mod:`sft_bridge_port.models.flash_cute`, ``config.attention_kernel``), else PyTorch's varlen flash-attention
   kernels, called directly (:mod:`sft_bridge_port.models.flash_varlen`) or through
-  ``torch.nn.attention.varlen.varlen_attn`` with causal ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal SDPA call per document. Either way a token only
-  attends to earlier tokens of its own document.
+  ``torch.nn.attention.varlen.varlen_attn`` with causal ``window_size=(-1, 0)``; elsewhere (CPU, fp32) one causal
+  SDPA call per document. Either way a token only attends to earlier tokens of its own document.
 
 Example (packing two documents of lengths 3 and 2; ``cu_seqlens = [0, 3, 5]``)::
 
@@ -50,7 +50,7 @@ from sft_bridge_port.models.context_parallel import (
     expand_keys,
     gather_first_dim,
 )
-from sft_bridge_port.models.flash_cute import cute_supported, cute_varlen
+from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, cute_supported, cute_varlen
 from sft_bridge_port.models.flash_varlen import direct_flash_supported, flash_varlen
 from sft_bridge_port.models.rope import (
     RotaryTable,
@@ -395,10 +395,10 @@ class SDPAttention(MegatronModule):
         )
 
     def _use_cute(self, query: torch.Tensor, value: torch.Tensor) -> bool:
-        """FA4 (``flash_attn.cute``) for this call: allowed by ``config.attention_kernel`` and able to run here;
-        ``"fa4"`` where it cannot run is an error, not a silent fallback."""
+        """FA4 (``flash_attn.cute``) for this call: allowed by ``config.attention_kernel`` (``"auto"``: from
+        ``AUTO_MIN_TOKENS`` query tokens) and able to run here; ``"fa4"`` where it cannot run is an error."""
         kernel = getattr(self.config, "attention_kernel", "auto")
-        if kernel == "fa2":
+        if kernel == "fa2" or (kernel == "auto" and query.shape[0] < AUTO_MIN_TOKENS):
             return False
         usable = cute_supported(query, value.shape[-1])
         if kernel == "fa4" and not usable:

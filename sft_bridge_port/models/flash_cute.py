@@ -7,7 +7,11 @@ TMA/wgmma pipelines. It is an optional extra: nothing imports it unless it is in
 PyTorch's FA2 (:mod:`~sft_bridge_port.models.flash_varlen`).
 
 ``GPTModelProvider.attention_kernel`` picks the kernel: ``"auto"`` (default: FA4 where :func:`cute_supported`
-says it runs, else FA2), ``"fa4"`` (FA4 or a clear error), ``"fa2"`` (always PyTorch's kernels).
+says it runs and a micro-batch holds at least :data:`AUTO_MIN_TOKENS` tokens, else FA2), ``"fa4"`` (FA4 or a clear
+error), ``"fa2"`` (always PyTorch's kernels). The token floor is measured: FA4's Python launch path costs ~0.4 ms
+more host time per forward+backward than FA2's, which a 1B step at one 4096-token pack per micro-batch cannot hide
+(527 -> 630 ms per step), while at 8192 tokens and more the GPU time it saves wins (506 -> 485 ms; bench/NOTES.md,
+round 5).
 
 Both follow flash-attention's conventions, so a caller can swap them: ``[t, heads, d]`` packed tensors, documents
 delimited by ``cu_seqlens``, causal masking aligned to the end of each key sequence when a document has fewer
@@ -24,6 +28,7 @@ import torch
 
 KERNELS = ("auto", "fa4", "fa2")
 INSTALL_HINT = "pip install flash-attn-4 (it pulls nvidia-cutlass-dsl)"
+AUTO_MIN_TOKENS = 8192  # "auto" uses FA4 / quack from this many tokens per call (see the module docstring)
 _ARCH_MAJORS = (9, 10)  # Hopper, Blackwell datacenter parts: FA4's tuned paths; elsewhere FA2 is as good
 
 
@@ -48,15 +53,23 @@ def _device_major(index: int) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
+def cute_arch(tensor: torch.Tensor) -> int | None:
+    """The compute-capability major of the tensor's GPU when CuTe-DSL kernels are tuned for it (9 Hopper, 10
+    Blackwell), else None (CPU tensors, other GPUs)."""
+    if not tensor.is_cuda:
+        return None
+    major = _device_major(tensor.device.index if tensor.device.index is not None else torch.cuda.current_device())
+    return major if major in _ARCH_MAJORS else None
+
+
 def cute_supported(query: torch.Tensor, value_dim: int) -> bool:
     """FA4 runs here: installed, a Hopper/Blackwell GPU, bf16/fp16, head dims FA4 compiles (8..128 in steps of 8;
     SM90 also to 256)."""
-    if not (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and cute_installed()):
+    if not (query.dtype in (torch.bfloat16, torch.float16) and cute_installed()):
         return False
-    major = _device_major(query.device.index if query.device.index is not None else torch.cuda.current_device())
+    major = cute_arch(query)
     limit = 256 if major == 9 else 128
-    dims = (query.shape[-1], value_dim)
-    return major in _ARCH_MAJORS and all(8 <= d <= limit and d % 8 == 0 for d in dims)
+    return major is not None and all(8 <= d <= limit and d % 8 == 0 for d in (query.shape[-1], value_dim))
 
 
 def check_kernel_choice(kernel: str) -> None:

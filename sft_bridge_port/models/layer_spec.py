@@ -32,6 +32,7 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from sft_bridge_port.models.attention import SDPAttention
+from sft_bridge_port.models.quack_norm import QuackableRMSNorm
 
 _NORMS = {"RMSNorm": torch.nn.RMSNorm, "LayerNorm": torch.nn.LayerNorm}
 
@@ -42,7 +43,8 @@ class TorchNorm:
     Under sequence parallelism each tensor-parallel rank normalises a different slice of the sequence, so
     its weight gradient is partial: megatron-core's ``finalize_model_grads`` sums the gradients of every
     parameter flagged ``sequence_parallel=True`` over the tensor-parallel group. That flag is all a norm
-    needs (it is what Transformer Engine's norms set).
+    needs (it is what Transformer Engine's norms set). RMSNorm is a :class:`QuackableRMSNorm` (quack's kernels
+    on Hopper/Blackwell when installed, per ``config.norm_kernel``) unless ``norm_kernel="torch"``.
     """
 
     def __new__(cls, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **unused: Any) -> torch.nn.Module:
@@ -52,7 +54,11 @@ class TorchNorm:
             )
         if config.layernorm_zero_centered_gamma:
             raise ValueError("layernorm_zero_centered_gamma=True is not supported by TorchNorm")
-        norm = _NORMS[config.normalization](hidden_size, eps=eps)
+        kernel = getattr(config, "norm_kernel", "auto")
+        if config.normalization == "RMSNorm" and kernel != "torch":
+            norm = QuackableRMSNorm(hidden_size, eps=eps, kernel=kernel)
+        else:
+            norm = _NORMS[config.normalization](hidden_size, eps=eps)
         for param in norm.parameters():
             setattr(param, "sequence_parallel", bool(config.sequence_parallel))
         return norm

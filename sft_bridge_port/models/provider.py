@@ -37,6 +37,7 @@ from sft_bridge_port.models.flash_cute import check_kernel_choice
 from sft_bridge_port.models.fused_ops import install_grad_accum_fusion
 from sft_bridge_port.models.layer_spec import fast_block_spec
 from sft_bridge_port.models.linear_ce import ChunkedLossGPTModel
+from sft_bridge_port.models.quack_norm import check_norm_kernel
 from sft_bridge_port.models.rope import RotaryTable, base_inv_freq, llama3_scaled_inv_freq
 
 ModelHook = Callable[[list[torch.nn.Module]], list[torch.nn.Module]]
@@ -86,6 +87,11 @@ class GPTModelProvider(TransformerConfig):
     """Packed (THD) attention on CUDA: ``"auto"`` uses flash-attention 4 (``pip install flash-attn-4``) where it
     is installed and runs (Hopper/Blackwell, bf16/fp16), else PyTorch's flash-attention 2; ``"fa4"`` requires FA4
     (a clear error otherwise); ``"fa2"`` always uses PyTorch's kernels. See models/flash_cute.py."""
+    norm_kernel: str = "auto"
+    """RMSNorm: ``"auto"`` runs quack's kernels (``pip install quack-kernels``; flash-attn-4 brings it) where
+    installed on a Hopper/Blackwell GPU with bf16/fp16 activations, else ``torch.nn.RMSNorm``'s; ``"quack"``
+    requires them; ``"torch"`` never uses them. The module is a ``torch.nn.RMSNorm`` either way. See
+    models/quack_norm.py."""
     cuda_fast_kernels: bool = True
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
@@ -109,6 +115,7 @@ class GPTModelProvider(TransformerConfig):
                 f"{self.tensor_model_parallel_size}; set should_pad_vocab=True"
             )
         check_kernel_choice(self.attention_kernel)
+        check_norm_kernel(self.norm_kernel)
         if self.linear_ce_chunk_tokens < 0:
             raise ValueError(f"linear_ce_chunk_tokens must be >= 0 (0 = off), got {self.linear_ce_chunk_tokens}")
         if self.pipeline_model_parallel_size > 1 and self.pipeline_dtype is None:

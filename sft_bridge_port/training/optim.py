@@ -22,6 +22,7 @@ def build_optimizer(optimizer_cfg: Any, model_chunks: Sequence[torch.nn.Module])
     from sft_bridge_port.training.torch_kernels import (
         install_bf16_grad_clipping,
         install_foreach_fallbacks,
+        install_vectorised_grad_scaling,
         use_fused_adamw,
     )
 
@@ -29,6 +30,7 @@ def build_optimizer(optimizer_cfg: Any, model_chunks: Sequence[torch.nn.Module])
         raise ValueError("optimizer.lr is not set; give the peak learning rate (e.g. cfg.optimizer.lr = 5e-6)")
     install_foreach_fallbacks()
     install_bf16_grad_clipping()
+    install_vectorised_grad_scaling()
     optimizer = get_megatron_optimizer(optimizer_cfg, list(model_chunks))
     use_fused_adamw(optimizer)
     return optimizer

@@ -12,7 +12,9 @@ from sft_bridge_port.models.provider import GPTModelProvider
 
 
 def _core(kernel: str) -> SDPAttention:
-    cfg = TransformerConfig(num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=2, attention_dropout=0.0)
+    cfg = TransformerConfig(
+        num_layers=1, hidden_size=64, num_attention_heads=4, num_query_groups=2, attention_dropout=0.0
+    )
     cfg.attention_kernel = kernel
     return SDPAttention(cfg, 1, AttnMaskType.causal)
 
@@ -23,9 +25,16 @@ def _core(kernel: str) -> SDPAttention:
 def test_kernel_choice_follows_the_config_and_what_runs(monkeypatch, kernel, runs_here, expected):
     calls = []
     monkeypatch.setattr(attention, "cute_supported", lambda q, dv: calls.append(dv) or runs_here)
-    q = torch.zeros(3, 4, 16)
+    q = torch.zeros(flash_cute.AUTO_MIN_TOKENS, 4, 16)
     assert _core(kernel)._use_cute(q, torch.zeros(3, 2, 16)) is expected
     assert calls == ([] if kernel == "fa2" else [16])  # "fa2" never asks
+
+
+def test_auto_keeps_fa2_below_the_token_floor_where_fa4_launches_cost_more_than_they_save(monkeypatch):
+    monkeypatch.setattr(attention, "cute_supported", lambda q, dv: True)
+    small = torch.zeros(flash_cute.AUTO_MIN_TOKENS - 1, 4, 16)
+    assert not _core("auto")._use_cute(small, small)
+    assert _core("fa4")._use_cute(small, small)  # asked for explicitly: any size
 
 
 def test_fa4_where_it_cannot_run_is_an_error_not_a_fallback(monkeypatch):

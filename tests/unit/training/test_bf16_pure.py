@@ -99,3 +99,32 @@ def test_bf16_pure_on_one_gpu_lowers_the_loss_with_the_cuda_kernels(tmp_path):
     assert cfg.model.gradient_accumulation_fusion and cfg.model.linear_ce_chunk_tokens > 0
     losses = _losses(tmp_path)
     assert sum(losses[i] for i in range(26, 31)) / 5 < sum(losses[i] for i in range(1, 6)) / 5 - 0.5, losses
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("factor", [1 / 3373, "tensor"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_vectorised_grad_scaling_is_the_in_place_product_bit_for_bit(dtype, factor, device):
+    from types import SimpleNamespace
+
+    from megatron.core.distributed.param_and_grad_buffer import _ParamAndGradBuffer
+
+    from sft_bridge_port.training import torch_kernels
+    from sft_bridge_port.training.torch_kernels import install_vectorised_grad_scaling, scale_grad_buffer
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    grads = torch.randn(100_007, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    factor = torch.tensor(1 / 3373, device=device) if factor == "tensor" else factor  # fp32 0-dim, as mcore passes
+    expected = grads.clone()
+    expected *= factor
+    buffer = SimpleNamespace(grad_data=grads)
+    old_split = torch_kernels._SCALE_SPLIT
+    torch_kernels._SCALE_SPLIT = 4096  # several multi-tensor operands, as an 8B buffer has
+    try:
+        scale_grad_buffer(buffer, factor)
+    finally:
+        torch_kernels._SCALE_SPLIT = old_split
+    assert torch.equal(buffer.grad_data, expected)
+    install_vectorised_grad_scaling()
+    assert _ParamAndGradBuffer.scale_gradients is scale_grad_buffer
