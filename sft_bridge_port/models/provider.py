@@ -85,13 +85,14 @@ class GPTModelProvider(TransformerConfig):
     4 GiB (``linear_ce.KEEP_LOGITS_MAX_ELEMENTS``), else recompute; True / False: always / never."""
     attention_kernel: str = "auto"
     """Packed (THD) attention on CUDA: ``"auto"`` uses flash-attention 4 (``pip install flash-attn-4``) where it
-    is installed and runs (Hopper/Blackwell, bf16/fp16), else PyTorch's flash-attention 2; ``"fa4"`` requires FA4
-    (a clear error otherwise); ``"fa2"`` always uses PyTorch's kernels. See models/flash_cute.py."""
+    is installed and runs (Hopper/Blackwell, bf16/fp16) on micro-batches of at least 8192 tokens (below that its
+    host time costs more than it saves), else PyTorch's flash-attention 2; ``"fa4"`` requires FA4 (a clear error
+    otherwise); ``"fa2"`` always uses PyTorch's kernels. See models/flash_cute.py."""
     norm_kernel: str = "auto"
     """RMSNorm: ``"auto"`` runs quack's kernels (``pip install quack-kernels``; flash-attn-4 brings it) where
-    installed on a Hopper/Blackwell GPU with bf16/fp16 activations, else ``torch.nn.RMSNorm``'s; ``"quack"``
-    requires them; ``"torch"`` never uses them. The module is a ``torch.nn.RMSNorm`` either way. See
-    models/quack_norm.py."""
+    installed on a Hopper/Blackwell GPU with bf16/fp16 activations of at least 8192 rows per call, else
+    ``torch.nn.RMSNorm``'s; ``"quack"`` requires them; ``"torch"`` never uses them. The module is a
+    ``torch.nn.RMSNorm`` either way. See models/quack_norm.py."""
     cuda_fast_kernels: bool = True
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
