@@ -33,12 +33,17 @@ _ARCH_MAJORS = (9, 10)  # Hopper, Blackwell datacenter parts: FA4's tuned paths;
 
 
 @functools.cache
-def cute_installed() -> bool:
-    """Whether ``flash_attn.cute`` can be found (without importing it: that loads the CuTe compiler)."""
+def module_installed(name: str) -> bool:
+    """Whether module ``name`` can be found, without importing it (CuTe-DSL packages load their compiler)."""
     try:
-        return importlib.util.find_spec("flash_attn.cute") is not None
-    except (ImportError, ValueError):  # a 'flash_attn' package without submodules, or a broken one
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # e.g. a 'flash_attn' package without submodules, or a broken one
         return False
+
+
+def cute_installed() -> bool:
+    """Whether flash-attention 4's ``flash_attn.cute`` is installed."""
+    return module_installed("flash_attn.cute")
 
 
 @functools.cache
@@ -72,15 +77,21 @@ def cute_supported(query: torch.Tensor, value_dim: int) -> bool:
     return major is not None and all(8 <= d <= limit and d % 8 == 0 for d in (query.shape[-1], value_dim))
 
 
-def check_kernel_choice(kernel: str) -> None:
-    """Refuse an unknown ``attention_kernel`` and ``"fa4"`` without the package, before a model is built."""
-    if kernel not in KERNELS:
-        raise ValueError(f"GPTModelProvider.attention_kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "fa4" and not cute_installed():
+def check_choice(field: str, value: str, kernels: tuple[str, ...], required: str, installed: bool, hint: str) -> None:
+    """Refuse an unknown kernel name in ``GPTModelProvider.<field>``, and ``required`` (the value that demands the
+    optional package) without the package, before a model is built."""
+    if value not in kernels:
+        raise ValueError(f"GPTModelProvider.{field} must be one of {kernels}, got {value!r}")
+    if value == required and not installed:
         raise ValueError(
-            "GPTModelProvider.attention_kernel='fa4' needs flash-attention 4's flash_attn.cute, which is not "
-            f"installed: {INSTALL_HINT}, or set attention_kernel='auto' to fall back to PyTorch's flash kernels"
+            f"GPTModelProvider.{field}={required!r} needs a package that is not installed: {hint}, or set "
+            f"{field}='auto' to fall back to PyTorch's kernels"
         )
+
+
+def check_kernel_choice(kernel: str) -> None:
+    """:func:`check_choice` for ``attention_kernel``."""
+    check_choice("attention_kernel", kernel, KERNELS, "fa4", cute_installed(), INSTALL_HINT)
 
 
 def cute_varlen(

@@ -17,23 +17,18 @@ micro-batch (bench/NOTES.md, round 5).
 from __future__ import annotations
 
 import functools
-import importlib.util
 from typing import Any, Callable
 
 import torch
 
-from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, cute_arch
+from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, check_choice, cute_arch, module_installed
 
 KERNELS = ("auto", "quack", "torch")
 
 
-@functools.cache
 def quack_installed() -> bool:
-    """Whether ``quack`` can be found (not imported: that loads the CuTe compiler)."""
-    try:
-        return importlib.util.find_spec("quack") is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether ``quack`` (quack-kernels) is installed."""
+    return module_installed("quack")
 
 
 @functools.cache
@@ -44,14 +39,9 @@ def _quack_rmsnorm() -> Callable[..., torch.Tensor]:
 
 
 def check_norm_kernel(kernel: str) -> None:
-    """Refuse an unknown ``norm_kernel`` and ``"quack"`` without the package, before a model is built."""
-    if kernel not in KERNELS:
-        raise ValueError(f"GPTModelProvider.norm_kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "quack" and not quack_installed():
-        raise ValueError(
-            "GPTModelProvider.norm_kernel='quack' needs quack-kernels, which is not installed: pip install "
-            "quack-kernels (or flash-attn-4, which depends on it), or set norm_kernel='auto'"
-        )
+    """:func:`~sft_bridge_port.models.flash_cute.check_choice` for ``norm_kernel``."""
+    hint = "pip install quack-kernels (or flash-attn-4, which depends on it)"
+    check_choice("norm_kernel", kernel, KERNELS, "quack", quack_installed(), hint)
 
 
 class QuackableRMSNorm(torch.nn.RMSNorm):
