@@ -52,12 +52,12 @@ class QuackableRMSNorm(torch.nn.RMSNorm):
         self.kernel = kernel
 
     def _quack_runs(self, x: torch.Tensor) -> bool:
-        runs = (
-            self.kernel != "torch" and self.eps is not None and self.weight is not None
-            and x.dtype in (torch.bfloat16, torch.float16) and quack_installed() and cute_arch(x) is not None
-        )  # fmt: skip
-        if self.kernel == "auto" and x.numel() < AUTO_MIN_TOKENS * x.shape[-1]:
+        if self.kernel == "torch" or (self.kernel == "auto" and x.numel() < AUTO_MIN_TOKENS * x.shape[-1]):
             return False
+        runs = (
+            self.eps is not None and self.weight is not None and x.dtype in (torch.bfloat16, torch.float16)
+            and quack_installed() and cute_arch(x) is not None
+        )  # fmt: skip
         if self.kernel == "quack" and not runs:
             raise RuntimeError(
                 f"norm_kernel='quack' but quack's RMSNorm cannot run here (device {x.device}, dtype {x.dtype}, "
