@@ -27,7 +27,8 @@ instead of recomputing them; the default keeps them up to 4 GiB of logits, so th
 (``linear_ce_keep_logits=False``: round 3's recompute), ``fa2`` / ``fa4`` (round 5: ``attention_kernel``
 forced to PyTorch's flash-attention 2 / to flash-attention 4; plain ``ours`` is ``"auto"``: FA4 where installed),
 ``torchnorm`` (round 5: ``norm_kernel="torch"`` instead of quack's RMSNorm), ``eager_scale`` (round 5: megatron-core's
-own ``grad_data *= 1/tokens`` instead of the vectorised one).
+own ``grad_data *= 1/tokens`` instead of the vectorised one), ``torchmlp`` (round 6: ``mlp_kernel="torch"``: megatron's
+MLP with a separate SwiGLU kernel instead of SwiGLU in quack's GEMM epilogues).
 HF: ``hf:compile``, ``hf:flex``, ``hf:fa4`` (``attn_implementation="flash_attention_4"``: the same FA4 kernels
 as ours, documents from ``position_ids``), ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
@@ -47,7 +48,7 @@ from bench.stream import Pack, join_packs, stack_packs
 OURS_VARIANTS = frozenset({
     "mcore_rope", "ce_fused", "compile", "recompute", "distopt", "lce", "gaf", "swiglu", "fast", "unfused", "bf16grad",
     "overlap", "sync_nan", "pageable", "eager_rope", "varlen_op", "rope_separate", "pure", "keeplogits",
-    "recompute_logits", "fa2", "fa4", "torchnorm", "eager_scale",
+    "recompute_logits", "fa2", "fa4", "torchnorm", "eager_scale", "torchmlp",
 })  # fmt: skip
 HF_VARIANTS = frozenset({"compile", "flex", "fa4", "fp32master"})
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -95,6 +96,8 @@ def _provider(hf_cfg: dict, seq: int, variants: set[str]):
         provider.linear_ce_keep_logits = False
     if "torchnorm" in variants:
         provider.norm_kernel = "torch"
+    if "torchmlp" in variants:
+        provider.mlp_kernel = "torch"
     for kernel in ("fa2", "fa4"):
         if kernel in variants:
             provider.attention_kernel = kernel

@@ -3,7 +3,9 @@
 # call 1 carries .fa4a (its MLIR compiler library, xz), call 2 carries .fa4b (the runtime library, xz, the
 # rest of that wheel as a tar, and the other wheels: nvidia-cutlass-dsl, -libs-base, -libs-core, flash-attn-4, quack-kernels,
 # apache-tvm-ffi, torch-c-dlpack-ext). What call 1 unpacked stays on the machine (/tmp).
-S=/tmp/site
+# The target's path must contain "site-packages": quack fingerprints GEMM epilogue functions and treats code under
+# site-packages as pinned; elsewhere it walks into the CuTe DSL's globals and fails (TypeError on a ContextVar).
+S=/tmp/fa4/site-packages
 IR=/tmp/fa4_cutlass_ir.so
 unxz() { python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$1" "$2"; }
 if [ -f .fa4a/ir.xz ] && [ ! -f $IR ]; then unxz .fa4a/ir.xz $IR.part && mv $IR.part $IR; fi

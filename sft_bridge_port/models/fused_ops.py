@@ -47,6 +47,26 @@ def wgrad_gemm_accum(total_input: torch.Tensor, grad_output: torch.Tensor, main_
     main_grad.add_(torch.mm(g.t(), x))
 
 
+def main_grad_target(weight: torch.Tensor, fuse: bool) -> torch.Tensor | None:
+    """``weight.main_grad`` when a fused layer should accumulate its weight gradient there (megatron DDP created it
+    and ``gradient_accumulation_fusion`` is on), else None (the layer returns an ordinary gradient)."""
+    main_grad = getattr(weight, "main_grad", None) if fuse else None
+    return main_grad if isinstance(main_grad, torch.Tensor) and hasattr(weight, "grad_added_to_main_grad") else None
+
+
+def dummy_wgrad(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """What autograd gets for a weight whose gradient is already in ``main_grad`` (megatron's fused-linear protocol).
+
+    A weight shared with another layer on this stage (``zero_out_wgrad``, e.g. an LM head tied to the embedding):
+    nothing, so the leaf's gradient is the other use's alone and DDP adds it. Otherwise an uninitialised placeholder
+    plus ``grad_added_to_main_grad``, so DDP's hook fires (bucket bookkeeping) but adds nothing.
+    """
+    if getattr(weight, "zero_out_wgrad", False):
+        return None
+    weight.grad_added_to_main_grad = True
+    return torch.empty(weight.shape, dtype=dtype, device=weight.device)
+
+
 def install_grad_accum_fusion() -> bool:
     """Let megatron-core's ``gradient_accumulation_fusion`` run on :func:`wgrad_gemm_accum` when apex is absent.
 

@@ -11,9 +11,10 @@ The tree and parameter names are megatron-core's local ones, which conversion an
     decoder.layers.{i}.mlp.linear_fc2.weight
     decoder.final_layernorm.weight
 
-Only two leaves differ from ``get_gpt_layer_local_spec``: ``core_attention`` is :class:`SDPAttention`
-(fused SDPA / varlen kernels instead of S×S scores), and every norm is :class:`TorchNorm`, which also works
-with sequence parallelism (megatron's ``WrappedTorchNorm`` refuses it).
+Three modules differ from ``get_gpt_layer_local_spec``: ``core_attention`` is :class:`SDPAttention`
+(fused SDPA / varlen kernels instead of S×S scores), every norm is :class:`TorchNorm`, which also works
+with sequence parallelism (megatron's ``WrappedTorchNorm`` refuses it), and the MLP is :class:`QuackableMLP`
+(megatron's ``MLP`` with SwiGLU in quack's GEMM epilogues where they run; same submodules and names).
 
 When Transformer Engine is importable, :func:`fast_block_spec` swaps in TE's linear, norm and attention
 modules under the same names (unfused norms, so no ``layer_norm_weight`` renames; TE adds ``_extra_state``
@@ -22,16 +23,19 @@ entries to the state dict, which conversion skips).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
 import torch
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.mlp import MLP
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from sft_bridge_port.models.attention import SDPAttention
+from sft_bridge_port.models.quack_mlp import QuackableMLP
 from sft_bridge_port.models.quack_norm import QuackableRMSNorm
 
 _NORMS = {"RMSNorm": torch.nn.RMSNorm, "LayerNorm": torch.nn.LayerNorm}
@@ -103,6 +107,7 @@ def get_fast_layer_spec(
         mlp.linear_fc1, mlp.linear_fc2 = TEColumnParallelLinear, TERowParallelLinear
     else:
         norm, core = TorchNorm, SDPAttention
+        layer.mlp = _with_mlp_class(layer.mlp, QuackableMLP)
     layer.input_layernorm = norm
     layer.pre_mlp_layernorm = norm
     attn.core_attention = core
@@ -110,6 +115,18 @@ def get_fast_layer_spec(
         attn.q_layernorm = norm
         attn.k_layernorm = norm
     return spec
+
+
+def _with_mlp_class(mlp: Any, cls: type[MLP]) -> Any:
+    """``mlp``'s spec building ``cls`` instead of megatron's ``MLP`` (0.16: a ``ModuleSpec``; 0.19: a ``partial``
+    of ``MLP.as_mlp_submodule``)."""
+    if isinstance(mlp, ModuleSpec):
+        if mlp.module is not MLP:
+            raise TypeError(f"expected megatron-core's MLP in the local layer spec, got {mlp.module!r}")
+        return dataclasses.replace(mlp, module=cls)
+    if not (isinstance(mlp, functools.partial) and mlp.func == MLP.as_mlp_submodule):
+        raise TypeError(f"expected megatron-core's MLP in the local layer spec, got {mlp!r}")
+    return functools.partial(cls.as_mlp_submodule, *mlp.args, **mlp.keywords)
 
 
 def fast_block_spec(config: TransformerConfig, vp_stage: int | None = None) -> TransformerBlockSubmodules:

@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from megatron.core.models.gpt import GPTModel
 
+from sft_bridge_port.models.fused_ops import dummy_wgrad, main_grad_target, wgrad_gemm_accum
+
 _COMPILED: dict[str, Any] = {}
 CHUNK_ELEMENTS = 1 << 29  # logits elements per chunk (1 GiB in bf16) for default_chunk_tokens
 KEEP_LOGITS_MAX_ELEMENTS = 1 << 31  # default keep_logits: kept logits of one micro-batch stay within 4 GiB (bf16)
@@ -84,36 +86,6 @@ def _kernel(name: str):
     return _COMPILED[name]
 
 
-def _wgrad_accumulate(acc: torch.Tensor, grad_logits: torch.Tensor, hidden: torch.Tensor) -> None:
-    """``acc += grad_logits.T @ hidden`` with fp32 ``acc`` (bf16 GEMM inputs, fp32 output when torch supports it)."""
-    if acc.dtype == grad_logits.dtype:
-        acc.addmm_(grad_logits.t(), hidden)
-        return
-    try:
-        torch.addmm(acc, grad_logits.t(), hidden, out_dtype=acc.dtype, out=acc)
-    except (RuntimeError, TypeError, NotImplementedError):  # no mixed-dtype GEMM on this device / torch
-        acc.add_(torch.mm(grad_logits.t(), hidden))
-
-
-def _fused_wgrad_target(weight: torch.Tensor, fuse: bool) -> torch.Tensor | None:
-    """``weight.main_grad`` when the weight gradient should be accumulated there directly (megatron DDP + fusion)."""
-    main_grad = getattr(weight, "main_grad", None) if fuse else None
-    return main_grad if isinstance(main_grad, torch.Tensor) and hasattr(weight, "grad_added_to_main_grad") else None
-
-
-def _dummy_wgrad(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """What autograd gets for a weight whose gradient is already in ``main_grad`` (megatron's fused-linear protocol).
-
-    A head tied to the embedding on this stage (``zero_out_wgrad``): nothing, so the leaf's gradient is the
-    embedding's alone and DDP adds it. Otherwise an uninitialised placeholder plus ``grad_added_to_main_grad``, so
-    DDP's hook fires (bucket bookkeeping) but adds nothing.
-    """
-    if getattr(weight, "zero_out_wgrad", False):
-        return None
-    weight.grad_added_to_main_grad = True
-    return torch.empty(weight.shape, dtype=dtype, device=weight.device)
-
-
 class LinearCrossEntropy(torch.autograd.Function):
     """Per-token CE of ``hidden @ weight.T`` against ``labels``, ``chunk`` tokens at a time (2-D inputs)."""
 
@@ -139,7 +111,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         hidden, weight, labels, lse, kept = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
-        main_grad = _fused_wgrad_target(weight, ctx.fuse_wgrad) if need_w else None
+        main_grad = main_grad_target(weight, ctx.fuse_wgrad) if need_w else None
         acc_dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
         if main_grad is not None:
             grad_w = main_grad
@@ -155,9 +127,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             if need_h:
                 torch.mm(g, weight, out=grad_h[start:end])
             if need_w:
-                _wgrad_accumulate(grad_w, g, h)
+                wgrad_gemm_accum(h, g, grad_w)
         if main_grad is not None:
-            return grad_h, _dummy_wgrad(weight, hidden.dtype), None, None, None, None
+            return grad_h, dummy_wgrad(weight, hidden.dtype), None, None, None, None
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
 
 

@@ -8,7 +8,6 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from sft_bridge_port.models import attention, flash_cute
 from sft_bridge_port.models.attention import SDPAttention
-from sft_bridge_port.models.provider import GPTModelProvider
 
 
 def _core(kernel: str) -> SDPAttention:
@@ -45,20 +44,6 @@ def test_fa4_where_it_cannot_run_is_an_error_not_a_fallback(monkeypatch):
 
 def test_cpu_tensors_never_take_fa4():
     assert not flash_cute.cute_supported(torch.zeros(3, 4, 64, dtype=torch.bfloat16), 64)
-
-
-def _provider(**kw) -> GPTModelProvider:
-    return GPTModelProvider(num_layers=1, hidden_size=64, num_attention_heads=4, vocab_size=128, **kw)
-
-
-def test_provider_refuses_unknown_kernels_and_fa4_without_the_package(monkeypatch):
-    with pytest.raises(ValueError, match=r"attention_kernel must be one of \('auto', 'fa4', 'fa2'\), got 'fa3'"):
-        _provider(attention_kernel="fa3").finalize()
-    monkeypatch.setattr(flash_cute, "cute_installed", lambda: False)
-    with pytest.raises(ValueError, match="pip install flash-attn-4"):
-        _provider(attention_kernel="fa4").finalize()
-    _provider(attention_kernel="auto").finalize()  # auto without the package: PyTorch's kernels, no error
-    _provider(attention_kernel="fa2").finalize()
 
 
 def _cuda_hopper_with_fa4() -> bool:

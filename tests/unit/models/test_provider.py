@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -18,9 +19,34 @@ from sft_bridge_port.models import (
     provider_from_hf_config,
     supported_architectures,
 )
+from sft_bridge_port.models import flash_cute, quack_mlp, quack_norm
 from sft_bridge_port.models.layer_spec import TorchNorm, fast_block_spec
 from sft_bridge_port.models.tiny import FAMILIES, tiny_hf_config
 from sft_bridge_port.utils.dist_context import parallel_context
+
+
+@pytest.mark.parametrize(
+    "field, required, others, module, installed, hint",
+    [
+        ("attention_kernel", "fa4", ("auto", "fa2"), flash_cute, "cute_installed", "pip install flash-attn-4"),
+        ("norm_kernel", "quack", ("auto", "torch"), quack_norm, "quack_installed", "pip install quack-kernels"),
+        ("mlp_kernel", "quack", ("auto", "torch"), quack_mlp, "quack_installed", "pip install quack-kernels"),
+    ],
+)
+def test_kernel_fields_refuse_unknown_names_and_required_kernels_without_their_package(
+    monkeypatch, field, required, others, module, installed, hint
+):
+    def provider(kernel: str) -> GPTModelProvider:
+        return GPTModelProvider(num_layers=1, hidden_size=64, num_attention_heads=4, vocab_size=128, **{field: kernel})
+
+    choices = repr(("auto", required, others[1]))  # the order of the module's KERNELS
+    with pytest.raises(ValueError, match=rf"{field} must be one of {re.escape(choices)}, got 'nope'"):
+        provider("nope").finalize()
+    monkeypatch.setattr(module, installed, lambda: False)
+    with pytest.raises(ValueError, match=rf"{field}={required!r} needs a package.*{hint}.*{field}='auto'"):
+        provider(required).finalize()
+    for kernel in others:  # "auto" without the package falls back; the other choice never needs it
+        provider(kernel).finalize()
 
 
 def test_validation_is_deferred_to_finalize():
