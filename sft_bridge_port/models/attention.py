@@ -50,7 +50,7 @@ from sft_bridge_port.models.context_parallel import (
     expand_keys,
     gather_first_dim,
 )
-from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, cute_supported, cute_varlen
+from sft_bridge_port.models.flash_cute import cute_supported, cute_varlen, declined
 from sft_bridge_port.models.flash_varlen import direct_flash_supported, flash_varlen
 from sft_bridge_port.models.rope import (
     RotaryTable,
@@ -398,7 +398,7 @@ class SDPAttention(MegatronModule):
         """FA4 (``flash_attn.cute``) for this call: allowed by ``config.attention_kernel`` (``"auto"``: from
         ``AUTO_MIN_TOKENS`` query tokens) and able to run here; ``"fa4"`` where it cannot run is an error."""
         kernel = getattr(self.config, "attention_kernel", "auto")
-        if kernel == "fa2" or (kernel == "auto" and query.shape[0] < AUTO_MIN_TOKENS):
+        if declined(kernel, "fa2", query.shape[0]):
             return False
         usable = cute_supported(query, value.shape[-1])
         if kernel == "fa4" and not usable:

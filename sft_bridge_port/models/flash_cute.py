@@ -77,6 +77,12 @@ def cute_supported(query: torch.Tensor, value_dim: int) -> bool:
     return major is not None and all(8 <= d <= limit and d % 8 == 0 for d in (query.shape[-1], value_dim))
 
 
+def declined(kernel: str, fallback: str, tokens: int) -> bool:
+    """Whether a kernel field keeps the PyTorch/megatron path for a call of ``tokens`` tokens: ``fallback`` chosen,
+    or ``"auto"`` below :data:`AUTO_MIN_TOKENS` (one policy for attention, RMSNorm and the MLP)."""
+    return kernel == fallback or (kernel == "auto" and tokens < AUTO_MIN_TOKENS)
+
+
 def check_choice(field: str, value: str, kernels: tuple[str, ...], required: str, installed: bool, hint: str) -> None:
     """Refuse an unknown kernel name in ``GPTModelProvider.<field>``, and ``required`` (the value that demands the
     optional package) without the package, before a model is built."""

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.mlp import MLP
 
-from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, check_choice, cute_arch
+from sft_bridge_port.models.flash_cute import check_choice, cute_arch, declined
 from sft_bridge_port.models.fused_ops import dummy_wgrad, main_grad_target, wgrad_gemm_accum
 from sft_bridge_port.models.quack_norm import quack_installed
 
@@ -127,7 +127,7 @@ class QuackableMLP(MLP):
 
     def _fused_runs(self, x: torch.Tensor) -> bool:
         kernel = getattr(self.config, "mlp_kernel", "auto")
-        if kernel == "torch" or (kernel == "auto" and x.numel() < AUTO_MIN_TOKENS * x.shape[-1]):
+        if declined(kernel, "torch", x.numel() // x.shape[-1]):
             return False
         why = self._structure_fits()
         if why is None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS, check_choice, cute_arch, module_installed
+from sft_bridge_port.models.flash_cute import check_choice, cute_arch, declined, module_installed
 
 KERNELS = ("auto", "quack", "torch")
 
@@ -52,7 +52,7 @@ class QuackableRMSNorm(torch.nn.RMSNorm):
         self.kernel = kernel
 
     def _quack_runs(self, x: torch.Tensor) -> bool:
-        if self.kernel == "torch" or (self.kernel == "auto" and x.numel() < AUTO_MIN_TOKENS * x.shape[-1]):
+        if declined(self.kernel, "torch", x.numel() // x.shape[-1]):
             return False
         runs = (
             self.eps is not None and self.weight is not None and x.dtype in (torch.bfloat16, torch.float16)
