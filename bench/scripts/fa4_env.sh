@@ -16,6 +16,6 @@ if [ -d .fa4b ] && [ -f $IR ]; then
   cp $IR $S/nvidia_cutlass_dsl/dsl_packages/cutlass/_mlir/_mlir_libs/_cutlass_ir.cu12.cpython-312-x86_64-linux-gnu.so
 fi
 # pip --target skips the wheel's .pth, which puts dsl_packages on sys.path
-export PYTHONPATH=$S/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
+export PYTHONPATH=$S/nvidia_cutlass_dsl/dsl_packages:$S:$PYTHONPATH
 export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4_cache
 python3 -c "import flash_attn.cute, cutlass; print('flash_attn.cute', flash_attn.cute.__version__, 'cutlass dsl ok')" || echo "flash_attn.cute: not importable"
