@@ -14,12 +14,14 @@ from transformers import AutoConfig
 
 from sft_bridge_port.models import (
     GPTModelProvider,
+    flash_cute,
     get_provider,
     hf_config_from_provider,
     provider_from_hf_config,
+    quack_mlp,
+    quack_norm,
     supported_architectures,
 )
-from sft_bridge_port.models import flash_cute, quack_mlp, quack_norm
 from sft_bridge_port.models.layer_spec import TorchNorm, fast_block_spec
 from sft_bridge_port.models.tiny import FAMILIES, tiny_hf_config
 from sft_bridge_port.utils.dist_context import parallel_context
