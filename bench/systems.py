@@ -28,7 +28,10 @@ instead of recomputing them; the default keeps them up to 4 GiB of logits, so th
 forced to PyTorch's flash-attention 2 / to flash-attention 4; plain ``ours`` is ``"auto"``: FA4 where installed),
 ``torchnorm`` (round 5: ``norm_kernel="torch"`` instead of quack's RMSNorm), ``eager_scale`` (round 5: megatron-core's
 own ``grad_data *= 1/tokens`` instead of the vectorised one), ``torchmlp`` (round 6: ``mlp_kernel="torch"``: megatron's
-MLP with a separate SwiGLU kernel instead of SwiGLU in quack's GEMM epilogues).
+MLP with a separate SwiGLU kernel instead of SwiGLU in quack's GEMM epilogues), ``torchce`` (round 7:
+``ce_kernel="torch"``: the compiled CE kernels and cuBLAS head GEMMs instead of quack's one-pass cross-entropy),
+``mcore_add`` (round 7: megatron's residual adds instead of the adds inside the next RMSNorm's kernel),
+``cublas_head`` (round 7: the quack CE path's LM-head forward and weight-gradient GEMMs on cuBLAS instead of quack).
 HF: ``hf:compile``, ``hf:flex``, ``hf:fa4`` (``attn_implementation="flash_attention_4"``: the same FA4 kernels
 as ours, documents from ``position_ids``), ``hf:fp32master`` (fp32 weights/grads/AdamW + bf16 autocast: the HF Trainer's
 ``bf16=True`` recipe, the same mixed-precision state as ours, for a like-for-like memory comparison).
@@ -48,7 +51,8 @@ from bench.stream import Pack, join_packs, stack_packs
 OURS_VARIANTS = frozenset({
     "mcore_rope", "ce_fused", "compile", "recompute", "distopt", "lce", "gaf", "swiglu", "fast", "unfused", "bf16grad",
     "overlap", "sync_nan", "pageable", "eager_rope", "varlen_op", "rope_separate", "pure", "keeplogits",
-    "recompute_logits", "fa2", "fa4", "torchnorm", "eager_scale", "torchmlp",
+    "recompute_logits", "fa2", "fa4", "torchnorm", "eager_scale", "torchmlp", "torchce", "mcore_add",
+    "cublas_head",
 })  # fmt: skip
 HF_VARIANTS = frozenset({"compile", "flex", "fa4", "fp32master"})
 HF_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -98,6 +102,8 @@ def _provider(hf_cfg: dict, seq: int, variants: set[str]):
         provider.norm_kernel = "torch"
     if "torchmlp" in variants:
         provider.mlp_kernel = "torch"
+    if "torchce" in variants:
+        provider.ce_kernel = "torch"
     for kernel in ("fa2", "fa4"):
         if kernel in variants:
             provider.attention_kernel = kernel
@@ -153,6 +159,10 @@ def build_ours(hf_cfg: dict, seq: int, micro_batches: int, mode: str, variants: 
     patches = contextlib.ExitStack()
     if "mcore_rope" in variants:
         patches.enter_context(_patched(GPTModelProvider, "_move_rope_into_attention", lambda self, model: None))
+    if "mcore_add" in variants:
+        from sft_bridge_port.models import provider as provider_module
+
+        patches.enter_context(_patched(provider_module, "link_residual_norms", lambda model: 0))
     with patches:
         model = provider.provide_distributed_model(ddp_config=ddp, pre_wrap_hook=hook)
     if "compile" in variants:
@@ -211,6 +221,12 @@ def _runtime_patches(variants: set[str]) -> contextlib.ExitStack:
         from megatron.core.distributed.param_and_grad_buffer import _ParamAndGradBuffer
 
         stack.enter_context(_patched(_ParamAndGradBuffer, "scale_gradients", _megatron_scale_gradients))
+    if "cublas_head" in variants:
+        from sft_bridge_port.models import quack_ce
+        from sft_bridge_port.models.fused_ops import wgrad_gemm_accum
+
+        stack.enter_context(_patched(quack_ce, "head_logits", lambda h, w, out: torch.mm(h, w.t(), out=out)))
+        stack.enter_context(_patched(quack_ce, "head_wgrad", lambda g, x, acc: wgrad_gemm_accum(x, g, acc)))
     return stack
 
 

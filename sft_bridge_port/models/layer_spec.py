@@ -11,10 +11,12 @@ The tree and parameter names are megatron-core's local ones, which conversion an
     decoder.layers.{i}.mlp.linear_fc2.weight
     decoder.final_layernorm.weight
 
-Three modules differ from ``get_gpt_layer_local_spec``: ``core_attention`` is :class:`SDPAttention`
+Four modules differ from ``get_gpt_layer_local_spec``: ``core_attention`` is :class:`SDPAttention`
 (fused SDPA / varlen kernels instead of S×S scores), every norm is :class:`TorchNorm`, which also works
-with sequence parallelism (megatron's ``WrappedTorchNorm`` refuses it), and the MLP is :class:`QuackableMLP`
-(megatron's ``MLP`` with SwiGLU in quack's GEMM epilogues where they run; same submodules and names).
+with sequence parallelism (megatron's ``WrappedTorchNorm`` refuses it), the MLP is :class:`QuackableMLP`
+(megatron's ``MLP`` with SwiGLU in quack's GEMM epilogues where they run; same submodules and names), and the
+bias-dropout-adds are :class:`ResidualIntoNorm` (megatron's, or the residual add inside the next RMSNorm's
+kernel where it runs; no parameters).
 
 When Transformer Engine is importable, :func:`fast_block_spec` swaps in TE's linear, norm and attention
 modules under the same names (unfused norms, so no ``layer_norm_weight`` renames; TE adds ``_extra_state``
@@ -37,6 +39,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from sft_bridge_port.models.attention import SDPAttention
 from sft_bridge_port.models.quack_mlp import QuackableMLP
 from sft_bridge_port.models.quack_norm import QuackableRMSNorm
+from sft_bridge_port.models.residual_norm import ResidualIntoNorm
 
 _NORMS = {"RMSNorm": torch.nn.RMSNorm, "LayerNorm": torch.nn.LayerNorm}
 
@@ -108,6 +111,7 @@ def get_fast_layer_spec(
     else:
         norm, core = TorchNorm, SDPAttention
         layer.mlp = _with_mlp_class(layer.mlp, QuackableMLP)
+        layer.self_attn_bda = layer.mlp_bda = ResidualIntoNorm  # megatron's add, or folded into the next norm
     layer.input_layernorm = norm
     layer.pre_mlp_layernorm = norm
     attn.core_attention = core

@@ -28,6 +28,8 @@ the LM-head GEMM again. The values are the same either way (the same GEMM produc
 megatron's path: tensor-parallel size 1, no multi-token prediction, no fp16 cross entropy, a plain
 ``ColumnParallelLinear`` output layer without hooks (so LoRA on the head, or forward hooks of the distributed
 optimizer's parameter gather, fall back), no inference context. Otherwise it calls megatron-core's own code.
+On Hopper/Blackwell with quack installed, :class:`~sft_bridge_port.models.quack_ce.QuackLinearCrossEntropy` does
+the same job with one pass over each chunk's logits (``config.ce_kernel``; models/quack_ce.py).
 
 Example (``[s=3, b=1]`` tokens, vocab 5)::
 
@@ -37,12 +39,13 @@ Example (``[s=3, b=1]`` tokens, vocab 5)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from megatron.core.models.gpt import GPTModel
 
 from sft_bridge_port.models.fused_ops import dummy_wgrad, main_grad_target, wgrad_gemm_accum
+from sft_bridge_port.models.quack_ce import QuackLinearCrossEntropy, quack_ce_runs
 
 _COMPILED: dict[str, Any] = {}
 CHUNK_ELEMENTS = 1 << 29  # logits elements per chunk (1 GiB in bf16) for default_chunk_tokens
@@ -133,9 +136,36 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
 
 
+def label_bounds(labels: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """``[min, max]`` of ``labels`` on its way to the host, and the event that says it arrived (None on CPU).
+
+    Started when the forward begins, read when the loss is computed: by then the GPU has long passed this point,
+    so reading it stalls neither side (a plain ``.item()`` there would drain the GPU's queue).
+    """
+    if labels.numel() == 0:
+        return torch.tensor([0, 0]), None
+    bounds = torch.stack([labels.min(), labels.max()])
+    if not bounds.is_cuda:
+        return bounds, None
+    bounds = bounds.to("cpu", non_blocking=True)  # into pinned memory, asynchronously
+    event = torch.cuda.Event()
+    event.record()
+    return bounds, event
+
+
+def label_bounds_fit(started: tuple[torch.Tensor, torch.cuda.Event | None], vocab: int) -> bool:
+    """Whether the bounds from :func:`label_bounds` lie in ``[0, vocab)`` (waits for their copy if needed)."""
+    bounds, event = started
+    if event is not None:
+        event.synchronize()
+    low, high = bounds.tolist()
+    return 0 <= low and high < vocab
+
+
 def linear_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int = 1024,
-    fuse_wgrad: bool = False, keep_logits: bool = False,
+    fuse_wgrad: bool = False, keep_logits: bool = False, kernel: str = "torch",
+    labels_in_range: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Per-token loss ``[b, s]`` fp32 of ``hidden [s, b, h]`` through the LM head ``weight [V, h]``.
 
@@ -143,6 +173,9 @@ def linear_cross_entropy(
     at tensor-parallel size 1, without the ``[s, b, V]`` logits. ``fuse_wgrad``: accumulate the weight gradient
     into megatron DDP's ``weight.main_grad`` (the model passes ``config.gradient_accumulation_fusion``).
     ``keep_logits``: keep the bf16 logits for the backward instead of recomputing them (module doc).
+    ``kernel``: ``"auto"`` / ``"quack"`` / ``"torch"`` (``GPTModelProvider.ce_kernel``; models/quack_ce.py);
+    ``labels_in_range`` answers whether every label lies in ``[0, V)`` (default: checked here, a host sync, only
+    when quack's kernels could run otherwise).
 
     Raises:
         ValueError: ``chunk_tokens`` is not positive, or the shapes disagree (names them).
@@ -156,19 +189,30 @@ def linear_cross_entropy(
             f"weight {tuple(weight.shape)} [V, h] do not match"
         )
     flat_labels = labels.transpose(0, 1).reshape(-1).long()
-    loss = LinearCrossEntropy.apply(
-        hidden.reshape(s * b, h), weight, flat_labels, int(chunk_tokens), bool(fuse_wgrad), bool(keep_logits)
-    )
+    flat = hidden.reshape(s * b, h)
+    in_range = labels_in_range or (lambda: label_bounds_fit(label_bounds(flat_labels), weight.shape[0]))
+    fn = QuackLinearCrossEntropy if quack_ce_runs(kernel, flat, weight, in_range) else LinearCrossEntropy
+    loss = fn.apply(flat, weight, flat_labels, int(chunk_tokens), bool(fuse_wgrad), bool(keep_logits))
     return loss.view(s, b).transpose(0, 1).contiguous()
 
 
 class ChunkedLossGPTModel(GPTModel):
     """``GPTModel`` whose loss (when called with ``labels``) is :func:`linear_cross_entropy`, where it applies.
 
-    ``config.linear_ce_chunk_tokens`` sets the chunk, ``config.linear_ce_keep_logits`` the recompute; everything
+    ``config.linear_ce_chunk_tokens`` sets the chunk, ``config.linear_ce_keep_logits`` the recompute,
+    ``config.ce_kernel`` the kernels (models/quack_ce.py; the labels' range it needs is fetched from the GPU when
+    the forward starts, so it has arrived when the loss is computed); everything
     else (logits without labels, TP > 1, MTP, inference, a wrapped or hooked output layer) is megatron-core's
     ``_postprocess``.
     """
+
+    def forward(self, *args: Any, **kwargs: Any):  # noqa: D102
+        labels = kwargs.get("labels", args[4] if len(args) > 4 else None)
+        self._label_check = None  # (labels, label_bounds(labels)), started before the layers for ce_kernel
+        if isinstance(labels, torch.Tensor) and labels.is_cuda and self.post_process:
+            if getattr(self.config, "ce_kernel", "auto") != "torch":
+                self._label_check = (labels, label_bounds(labels))
+        return super().forward(*args, **kwargs)
 
     def _postprocess(self, hidden_states, input_ids, position_ids, labels, *args, **kwargs):  # noqa: D102
         if labels is not None and not args and self._chunked_loss_applies(kwargs):
@@ -178,7 +222,14 @@ class ChunkedLossGPTModel(GPTModel):
             keep = getattr(self.config, "linear_ce_keep_logits", None)
             if keep is None:
                 keep = hidden_states.shape[0] * hidden_states.shape[1] * weight.shape[0] <= KEEP_LOGITS_MAX_ELEMENTS
-            return linear_cross_entropy(hidden_states, weight, labels, self.config.linear_ce_chunk_tokens, fuse, keep)
+            check, self._label_check = getattr(self, "_label_check", None), None
+            started = check[1] if check is not None and check[0] is labels else None
+            in_range = lambda: label_bounds_fit(started or label_bounds(labels), weight.shape[0])  # noqa: E731
+            kernel = getattr(self.config, "ce_kernel", "auto")
+            return linear_cross_entropy(
+                hidden_states, weight, labels, self.config.linear_ce_chunk_tokens, fuse_wgrad=fuse, keep_logits=keep,
+                kernel=kernel, labels_in_range=in_range,
+            )  # fmt: skip
         return super()._postprocess(hidden_states, input_ids, position_ids, labels, *args, **kwargs)
 
     def _chunked_loss_applies(self, kwargs: dict[str, Any]) -> bool:

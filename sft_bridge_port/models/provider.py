@@ -37,8 +37,10 @@ from sft_bridge_port.models.flash_cute import check_kernel_choice
 from sft_bridge_port.models.fused_ops import install_grad_accum_fusion
 from sft_bridge_port.models.layer_spec import fast_block_spec
 from sft_bridge_port.models.linear_ce import ChunkedLossGPTModel
+from sft_bridge_port.models.quack_ce import check_ce_kernel
 from sft_bridge_port.models.quack_mlp import check_mlp_kernel
 from sft_bridge_port.models.quack_norm import check_norm_kernel
+from sft_bridge_port.models.residual_norm import link_residual_norms
 from sft_bridge_port.models.rope import RotaryTable, base_inv_freq, llama3_scaled_inv_freq
 
 ModelHook = Callable[[list[torch.nn.Module]], list[torch.nn.Module]]
@@ -99,6 +101,11 @@ class GPTModelProvider(TransformerConfig):
     quack-kernels``; flash-attn-4 brings it) where installed on a Hopper/Blackwell GPU with bf16/fp16 weights,
     tensor-parallel size 1 and no adapter on fc1/fc2, from 8192 tokens per call, else megatron-core's MLP;
     ``"quack"`` requires it; ``"torch"`` never uses it. Same parameters either way. See models/quack_mlp.py."""
+    ce_kernel: str = "auto"
+    """Chunked LM head + cross-entropy (with ``linear_ce_chunk_tokens``): ``"auto"`` runs quack's one-pass
+    cross-entropy and GEMMs (``pip install quack-kernels``; flash-attn-4 brings it) where installed on a
+    Hopper/Blackwell GPU with bf16/fp16 activations, every label in ``[0, vocab)``, from 8192 tokens per
+    micro-batch, else the torch path; ``"quack"`` requires it; ``"torch"`` never uses it. See models/quack_ce.py."""
     cuda_fast_kernels: bool = True
     """On CUDA, when building a DDP-wrapped model for training, switch on the kernels that bench/ measured to pay
     (bench/README.md, round 2: 1B packed SFT 43.0k -> 48.9k tokens/s, peak 30.7 -> 27.5 GiB on an H100):
@@ -124,6 +131,7 @@ class GPTModelProvider(TransformerConfig):
         check_kernel_choice(self.attention_kernel)
         check_norm_kernel(self.norm_kernel)
         check_mlp_kernel(self.mlp_kernel)
+        check_ce_kernel(self.ce_kernel)
         if self.linear_ce_chunk_tokens < 0:
             raise ValueError(f"linear_ce_chunk_tokens must be >= 0 (0 = off), got {self.linear_ce_chunk_tokens}")
         if self.pipeline_model_parallel_size > 1 and self.pipeline_dtype is None:
@@ -183,6 +191,7 @@ class GPTModelProvider(TransformerConfig):
         )
         self._set_exact_rope(model)
         self._move_rope_into_attention(model)
+        link_residual_norms(model)  # residual adds folded into the next RMSNorm where it runs (models/residual_norm.py)
         return model
 
     def _install_fusion_kernels(self) -> None:

@@ -36,3 +36,16 @@ def test_round4_variants_run_and_unknown_variants_are_refused():
     assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
     with pytest.raises(ValueError, match=r"unknown variant\(s\) \['keeplogit'\]"):
         main(["--model", "tiny", "--seq", "128", "--steps", "1", "--systems", "ours:keeplogit", "--baseline", "none"])
+
+
+def test_round7_variants_run_and_are_undone():
+    from sft_bridge_port.models import provider, quack_ce
+
+    def switches():
+        return quack_ce.head_logits, quack_ce.head_wgrad, provider.link_residual_norms
+
+    before = switches()
+    rows = main(["--model", "tiny", "--seq", "128", "--steps", "1", "--warmup", "1", "--micro-batches", "1",
+                 "--systems", "ours:torchce+mcore_add+cublas_head", "--baseline", "none"])
+    assert "error" not in rows[0] and rows[0]["tokens_per_s"] > 0, rows
+    assert switches() == before

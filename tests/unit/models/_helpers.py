@@ -68,3 +68,11 @@ def build_twins(hf_dir, **provider_overrides):
     missing = [k for k in missing if not k.endswith("_extra_state")]
     assert not missing and not unexpected, (missing, unexpected)
     return hf, model, provider
+
+
+def quack_runs_here() -> bool:
+    """Whether quack's kernels can run in this process (quack-kernels installed, a Hopper/Blackwell GPU)."""
+    from sft_bridge_port.models.flash_cute import cute_arch
+    from sft_bridge_port.models.quack_norm import quack_installed
+
+    return torch.cuda.is_available() and quack_installed() and cute_arch(torch.zeros(1, device="cuda")) is not None

@@ -171,7 +171,8 @@ def test_model_keeps_logits_by_size_unless_told(tmp_path, monkeypatch, setting, 
     calls = []
     real = linear_ce.linear_cross_entropy
     monkeypatch.setattr(linear_ce, "KEEP_LOGITS_MAX_ELEMENTS", limit)
-    monkeypatch.setattr(linear_ce, "linear_cross_entropy", lambda *a: calls.append(a[-1]) or real(*a))
+    spy = lambda *a, **k: calls.append(k["keep_logits"]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(linear_ce, "linear_cross_entropy", spy)
     hf_dir = make_tiny_hf_model(tmp_path, "llama")
     ids = torch.randint(0, 256, (2, 24))
     with parallel_context():

@@ -18,6 +18,7 @@ from sft_bridge_port.models import (
     get_provider,
     hf_config_from_provider,
     provider_from_hf_config,
+    quack_ce,
     quack_mlp,
     quack_norm,
     supported_architectures,
@@ -33,6 +34,7 @@ from sft_bridge_port.utils.dist_context import parallel_context
         ("attention_kernel", "fa4", ("auto", "fa2"), flash_cute, "cute_installed", "pip install flash-attn-4"),
         ("norm_kernel", "quack", ("auto", "torch"), quack_norm, "quack_installed", "pip install quack-kernels"),
         ("mlp_kernel", "quack", ("auto", "torch"), quack_mlp, "quack_installed", "pip install quack-kernels"),
+        ("ce_kernel", "quack", ("auto", "torch"), quack_ce, "quack_installed", "pip install quack-kernels"),
     ],
 )
 def test_kernel_fields_refuse_unknown_names_and_required_kernels_without_their_package(

@@ -13,12 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_bridge_port.models import quack_mlp
+from sft_bridge_port.models import quack_mlp, quack_norm
 from sft_bridge_port.models.flash_cute import AUTO_MIN_TOKENS
 from sft_bridge_port.models.layer_spec import get_fast_layer_spec
 from sft_bridge_port.models.provider import GPTModelProvider
 from sft_bridge_port.models.quack_mlp import GatedMLPFunction, QuackableMLP
 from sft_bridge_port.utils.dist_context import parallel_context
+from tests.unit.models._helpers import quack_runs_here
 
 H, FFN = 32, 48
 
@@ -124,8 +125,8 @@ def test_module_forward_takes_the_fused_path_from_the_token_floor(monkeypatch):
     calls = []
     reference = _reference_quack()
     monkeypatch.setattr(quack_mlp, "quack_gemms", lambda: (calls.append(1), reference)[1])
-    monkeypatch.setattr(quack_mlp, "quack_installed", lambda: True)
-    monkeypatch.setattr(quack_mlp, "cute_arch", lambda x: 9)
+    monkeypatch.setattr(quack_norm, "quack_installed", lambda: True)
+    monkeypatch.setattr(quack_norm, "cute_arch", lambda x: 9)
     with parallel_context():
         mlp = _mlp().bfloat16()
         small = torch.randn(AUTO_MIN_TOKENS - 1, 1, H, dtype=torch.bfloat16)
@@ -140,8 +141,8 @@ def test_module_forward_takes_the_fused_path_from_the_token_floor(monkeypatch):
 
 
 def test_adapters_tensor_parallelism_and_biases_keep_megatrons_path(monkeypatch):
-    monkeypatch.setattr(quack_mlp, "quack_installed", lambda: True)
-    monkeypatch.setattr(quack_mlp, "cute_arch", lambda x: 9)
+    monkeypatch.setattr(quack_norm, "quack_installed", lambda: True)
+    monkeypatch.setattr(quack_norm, "cute_arch", lambda x: 9)
     x = torch.zeros(AUTO_MIN_TOKENS, H, dtype=torch.bfloat16)
     with parallel_context():
         mlp = _mlp().bfloat16()
@@ -157,7 +158,8 @@ def test_adapters_tensor_parallelism_and_biases_keep_megatrons_path(monkeypatch)
 
 
 def test_quack_required_where_it_cannot_run_names_the_reason(monkeypatch):
-    monkeypatch.setattr(quack_mlp, "quack_installed", lambda: True)  # installed, but this is a CPU
+    for module in (quack_mlp, quack_norm):  # installed (the provider's check, the layer's), but this is a CPU
+        monkeypatch.setattr(module, "quack_installed", lambda: True)
     with parallel_context():
         mlp = _mlp(mlp_kernel="quack").bfloat16()
         with pytest.raises(RuntimeError, match="mlp_kernel='quack'.*device cpu is not a Hopper.*'auto'"):
@@ -166,15 +168,8 @@ def test_quack_required_where_it_cannot_run_names_the_reason(monkeypatch):
             mlp.float()(torch.randn(4, 1, H))
 
 
-def _quack_gemm_runs_here() -> bool:
-    from sft_bridge_port.models.flash_cute import cute_arch
-    from sft_bridge_port.models.quack_norm import quack_installed
-
-    return torch.cuda.is_available() and quack_installed() and cute_arch(torch.zeros(1, device="cuda")) is not None
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _quack_gemm_runs_here(), reason="needs quack-kernels on a Hopper/Blackwell GPU")
+@pytest.mark.skipif(not quack_runs_here(), reason="needs quack-kernels on a Hopper/Blackwell GPU")
 @pytest.mark.parametrize("main_grad_dtype", [None, torch.float32, torch.bfloat16])
 def test_quack_kernels_match_megatrons_mlp_on_the_gpu(main_grad_dtype):
     torch.manual_seed(0)
