@@ -14,6 +14,7 @@
 # Lease 3 (the final code):
 #   bash bench/scripts/round7.sh 9   (carry .whl .fa4a)                HF + SDPA + compile 1x8, unpack part 1
 #   bash bench/scripts/round7.sh 10  (carry .whl .fa4b .quackcache)    GPU tests, LM-head GEMMs quack vs cuBLAS, ours
+# Lease 4 (GPU tests after the review mends): round7.sh 1 (carry .whl .fa4a), then round7.sh 11 (.whl .fa4b)
 source bench/scripts/round_common.sh "$(( $1 == 4 || $1 == 9 ? 1 : $1 ))"
 export QUACK_CACHE_DIR=/tmp/quack_cache
 mkdir -p $QUACK_CACHE_DIR && [ -d .quackcache ] && cp -rn .quackcache/. $QUACK_CACHE_DIR/
@@ -41,6 +42,7 @@ case "$1" in
   8) runs="B/8/1/ours:pure+torchce+mcore_add B/8/1/ours:pure B/1/8/ours:keeplogits" ;;
   10) tests tests/unit/models tests/unit/training
       runs="$P $P+cublas_head $P $P+cublas_head" ;;
+  11) tests tests/unit/models tests/unit/training; runs="" ;;
 esac
 run_all call$1 "$runs"
 mkdir -p $OUT/quack_cache && (cd $QUACK_CACHE_DIR && find . -name '*.autotune.json' -exec cp --parents {} $OUT/quack_cache/ \;)
