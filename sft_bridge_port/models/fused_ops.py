@@ -67,6 +67,23 @@ def dummy_wgrad(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None
     return torch.empty(weight.shape, dtype=dtype, device=weight.device)
 
 
+def wgrad_accumulator(weight: torch.Tensor, fuse: bool) -> torch.Tensor:
+    """Where a chunked layer sums its weight gradient: :func:`main_grad_target`, else a zeroed buffer (fp32 for
+    bf16/fp16 weights). Hand it to :func:`accumulated_wgrad` for what the backward returns."""
+    main_grad = main_grad_target(weight, fuse)
+    if main_grad is not None:
+        return main_grad
+    dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
+    return torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+
+
+def accumulated_wgrad(weight: torch.Tensor, acc: torch.Tensor, input_dtype: torch.dtype) -> torch.Tensor | None:
+    """The weight's gradient for autograd once ``acc`` (from :func:`wgrad_accumulator`) holds the sum."""
+    if acc is getattr(weight, "main_grad", None):
+        return dummy_wgrad(weight, input_dtype)
+    return acc.to(weight.dtype)
+
+
 def install_grad_accum_fusion() -> bool:
     """Let megatron-core's ``gradient_accumulation_fusion`` run on :func:`wgrad_gemm_accum` when apex is absent.
 

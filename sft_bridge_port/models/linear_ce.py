@@ -44,7 +44,8 @@ from typing import Any, Callable
 import torch
 from megatron.core.models.gpt import GPTModel
 
-from sft_bridge_port.models.fused_ops import dummy_wgrad, main_grad_target, wgrad_gemm_accum
+from sft_bridge_port.models.flash_cute import declined
+from sft_bridge_port.models.fused_ops import accumulated_wgrad, wgrad_accumulator, wgrad_gemm_accum
 from sft_bridge_port.models.quack_ce import QuackLinearCrossEntropy, quack_ce_runs
 
 _COMPILED: dict[str, Any] = {}
@@ -114,12 +115,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         hidden, weight, labels, lse, kept = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
-        main_grad = main_grad_target(weight, ctx.fuse_wgrad) if need_w else None
-        acc_dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
-        if main_grad is not None:
-            grad_w = main_grad
-        else:
-            grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_w else None
+        grad_w = wgrad_accumulator(weight, ctx.fuse_wgrad) if need_w else None
         bwd = _kernel("bwd")
         grad_loss = grad_loss.float()
         for start in range(0, hidden.shape[0], ctx.chunk):
@@ -131,9 +127,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                 torch.mm(g, weight, out=grad_h[start:end])
             if need_w:
                 wgrad_gemm_accum(h, g, grad_w)
-        if main_grad is not None:
-            return grad_h, dummy_wgrad(weight, hidden.dtype), None, None, None, None
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
+        grad_w = None if grad_w is None else accumulated_wgrad(weight, grad_w, hidden.dtype)
+        return grad_h, grad_w, None, None, None, None
 
 
 def label_bounds(labels: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -210,7 +205,7 @@ class ChunkedLossGPTModel(GPTModel):
         labels = kwargs.get("labels", args[4] if len(args) > 4 else None)
         self._label_check = None  # (labels, label_bounds(labels)), started before the layers for ce_kernel
         if isinstance(labels, torch.Tensor) and labels.is_cuda and self.post_process:
-            if getattr(self.config, "ce_kernel", "auto") != "torch":
+            if not declined(getattr(self.config, "ce_kernel", "auto"), "torch", labels.numel()):
                 self._label_check = (labels, label_bounds(labels))
         return super().forward(*args, **kwargs)
 

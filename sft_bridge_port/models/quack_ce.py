@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from sft_bridge_port.models.flash_cute import check_choice, declined
-from sft_bridge_port.models.fused_ops import dummy_wgrad, main_grad_target
+from sft_bridge_port.models.fused_ops import accumulated_wgrad, wgrad_accumulator
 from sft_bridge_port.models.quack_mlp import quack_gemms
 from sft_bridge_port.models.quack_norm import quack_installed, quack_refusal
 
@@ -115,11 +115,7 @@ class QuackLinearCrossEntropy(torch.autograd.Function):
         n, chunk = hidden.shape[0], ctx.chunk
         grad = grad_loss.float().unsqueeze(-1)
         grad_h = torch.empty_like(hidden) if need_h else None
-        main_grad = main_grad_target(weight, ctx.fuse_wgrad) if need_w else None
-        grad_w = main_grad
-        if need_w and grad_w is None:
-            acc_dtype = torch.float32 if weight.dtype in (torch.bfloat16, torch.float16) else weight.dtype
-            grad_w = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
+        grad_w = wgrad_accumulator(weight, ctx.fuse_wgrad) if need_w else None
         scratch = hidden.new_empty(min(chunk, n), weight.shape[0]) if kept is None else None
         loss = torch.empty(min(chunk, n), dtype=torch.float32, device=hidden.device) if kept is None else None
         for start in range(0, n, chunk):
@@ -135,6 +131,5 @@ class QuackLinearCrossEntropy(torch.autograd.Function):
                 head_wgrad(dlogits, (hidden[start:end] * grad[start:end]).to(hidden.dtype), grad_w)
         if need_h:
             grad_h.mul_(grad)
-        if main_grad is not None:
-            return grad_h, dummy_wgrad(weight, hidden.dtype), None, None, None, None
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
+        grad_w = None if grad_w is None else accumulated_wgrad(weight, grad_w, hidden.dtype)
+        return grad_h, grad_w, None, None, None, None

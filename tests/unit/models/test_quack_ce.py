@@ -138,7 +138,7 @@ def test_linear_cross_entropy_dispatches_and_checks_the_range_itself(reference_q
         linear_cross_entropy(hidden, weight, torch.tensor([[3, 1, 16, 0]]), 2, kernel="quack")
 
 
-def test_model_passes_its_kernel_and_the_range_started_in_forward(tmp_path, monkeypatch):
+def test_model_passes_its_kernel_and_its_labels_range(tmp_path, monkeypatch):
     from sft_bridge_port.models.tiny import make_tiny_hf_model
 
     seen = []
