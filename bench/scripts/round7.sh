@@ -14,7 +14,7 @@
 # Lease 3 (the final code):
 #   bash bench/scripts/round7.sh 9   (carry .whl .fa4a)                HF + SDPA + compile 1x8, unpack part 1
 #   bash bench/scripts/round7.sh 10  (carry .whl .fa4b .quackcache)    GPU tests, LM-head GEMMs quack vs cuBLAS, ours
-# Lease 4 (GPU tests after the review mends): round7.sh 1 (carry .whl .fa4a), then round7.sh 11 (.whl .fa4b)
+# Leases 4 and 5 (GPU tests after each review mend): round7.sh 1 (carry .whl .fa4a), then round7.sh 11 (.whl .fa4b)
 source bench/scripts/round_common.sh "$(( $1 == 4 || $1 == 9 ? 1 : $1 ))"
 export QUACK_CACHE_DIR=/tmp/quack_cache
 mkdir -p $QUACK_CACHE_DIR && [ -d .quackcache ] && cp -rn .quackcache/. $QUACK_CACHE_DIR/
