@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import gzip
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 import traceback
@@ -168,11 +166,8 @@ def profile(system, micro_batches: list, path: Path) -> None:
     table = prof.key_averages().table(sort_by=sort, row_limit=40)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table)
-    trace = path.with_suffix(".trace.json")
-    prof.export_chrome_trace(str(trace))  # the step's timeline (kernels, host ops, gaps), gzipped next to the table
-    with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    trace.unlink()
+    # the step's timeline (kernels, host ops, gaps) next to the table; torch gzips a path ending in .gz
+    prof.export_chrome_trace(str(path.with_suffix(".trace.json.gz")))
     print("\n".join(table.splitlines()[:28]), flush=True)
 
 
